@@ -1,0 +1,1 @@
+"""regjax: regularization in deep learning, measured with JAX, Flax Linen and optax."""

@@ -1,0 +1,202 @@
+"""Flax Linen models: an MLP and a small CNN, with keyed dropout and optional BatchNorm.
+
+Both are pure functions of their variables:
+
+  logits, updates = model.apply({'params': p, 'batch_stats': bs}, x, train=True,
+                                rngs={'dropout': key}, mutable=['batch_stats'])
+  logits = model.apply({'params': p, 'batch_stats': bs}, x, train=False)
+
+Dropout draws its mask from the `dropout` RNG collection, so the caller passes the key
+every step (regjax passes `jax.random.fold_in(dropout_key, step)`). BatchNorm keeps its
+running statistics in the `batch_stats` collection: in training the batch's statistics
+normalize and the running averages are updated (only through `mutable=['batch_stats']`);
+at inference the running averages normalize.
+"""
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from regjax.errors import ConfigError
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'relu': nn.relu,
+    'gelu': nn.gelu,
+    'tanh': jnp.tanh,
+    'elu': nn.elu,
+    'swish': nn.swish,
+}
+DROPOUT_MODES = ('inverted', 'classic')
+
+
+class Dropout(nn.Module):
+  """Dropout in two scalings with the same expected activation.
+
+  `inverted` (the default, and what `nn.Dropout` does): keep each unit with probability
+  1-p and scale kept units by 1/(1-p) in training; identity at inference.
+  `classic` (Srivastava et al. 2014, and the classic notebook's description): no scaling
+  in training; multiply by (1-p) at inference.
+
+  Attributes:
+    rate: drop probability p in [0, 1).
+    mode: 'inverted' or 'classic'.
+  """
+  rate: float
+  mode: str = 'inverted'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """x: any shape; returns the same shape. Training draws from the 'dropout' RNG."""
+    if self.rate == 0.0:
+      return x
+    # nn.Dropout owns the masking and the key handling; classic mode is inverted dropout
+    # rescaled by (1-p), which undoes the 1/(1-p) in training and applies the classic
+    # weight scaling at inference.
+    y = nn.Dropout(rate=self.rate, deterministic=not train)(x)
+    if self.mode == 'classic':
+      y = y * (1.0 - self.rate)
+    return y
+
+
+def _kernel_init(scale: float) -> nn.initializers.Initializer:
+  """Lecun-normal init (Flax's default for Dense and Conv) multiplied by `scale`."""
+  return nn.initializers.variance_scaling(scale**2, 'fan_in', 'truncated_normal')
+
+
+class _Hidden(nn.Module):
+  """Shared post-linear block: optional BatchNorm, activation, dropout."""
+  activation: str
+  dropout_rate: float
+  dropout_mode: str
+  batch_norm: bool
+  bn_momentum: float
+  bn_epsilon: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if self.batch_norm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                       epsilon=self.bn_epsilon)(x)
+    x = ACTIVATIONS[self.activation](x)
+    return Dropout(self.dropout_rate, self.dropout_mode)(x, train)
+
+
+class MLP(nn.Module):
+  """Flatten -> [Dense -> (BatchNorm) -> activation -> Dropout] per width -> Dense logits.
+
+  The defaults reproduce the classic notebook model: Dense 128 relu, Dropout, Dense 10.
+  Inputs (B, ...) are flattened to (B, D); outputs are logits (B, num_classes): the
+  softmax lives in the loss.
+  """
+  widths: Sequence[int] = (128,)
+  num_classes: int = 10
+  activation: str = 'relu'
+  dropout_rate: float = 0.5
+  dropout_mode: str = 'inverted'
+  input_dropout_rate: float = 0.0
+  batch_norm: bool = False
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  kernel_init_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x: (B, ...) float32 -> logits (B, num_classes)."""
+    x = x.reshape((x.shape[0], -1))
+    x = Dropout(self.input_dropout_rate, self.dropout_mode)(x, train)
+    init = _kernel_init(self.kernel_init_scale)
+    for width in self.widths:
+      # A bias before BatchNorm is redundant: BatchNorm's own bias replaces it.
+      x = nn.Dense(width, use_bias=not self.batch_norm, kernel_init=init)(x)
+      x = _Hidden(self.activation, self.dropout_rate, self.dropout_mode, self.batch_norm,
+                  self.bn_momentum, self.bn_epsilon)(x, train)
+    return nn.Dense(self.num_classes, kernel_init=init)(x)
+
+
+class CNN(nn.Module):
+  """Conv 3x3 -> Conv 3x3 -> max-pool 2x2 -> [Dense -> Dropout] per width -> Dense logits.
+
+  Each conv is followed by (BatchNorm) and the activation; dropout follows the pooling
+  and each hidden Dense. Inputs (B, H, W, C) images; outputs logits (B, num_classes).
+  """
+  conv_features: Sequence[int] = (32, 64)
+  widths: Sequence[int] = (128,)
+  num_classes: int = 10
+  activation: str = 'relu'
+  dropout_rate: float = 0.0
+  dropout_mode: str = 'inverted'
+  input_dropout_rate: float = 0.0
+  batch_norm: bool = False
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  kernel_init_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x: (B, H, W, C) float32 -> logits (B, num_classes)."""
+    init = _kernel_init(self.kernel_init_scale)
+    x = Dropout(self.input_dropout_rate, self.dropout_mode)(x, train)
+    for features in self.conv_features:
+      x = nn.Conv(features, (3, 3), use_bias=not self.batch_norm, kernel_init=init)(x)
+      x = _Hidden(self.activation, 0.0, self.dropout_mode, self.batch_norm,
+                  self.bn_momentum, self.bn_epsilon)(x, train)
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = Dropout(self.dropout_rate, self.dropout_mode)(x, train)
+    for width in self.widths:
+      x = nn.Dense(width, use_bias=not self.batch_norm, kernel_init=init)(x)
+      x = _Hidden(self.activation, self.dropout_rate, self.dropout_mode, self.batch_norm,
+                  self.bn_momentum, self.bn_epsilon)(x, train)
+    return nn.Dense(self.num_classes, kernel_init=init)(x)
+
+
+def _check_rate(field: str, value) -> float:
+  if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    raise ConfigError(field, value, 'a drop probability must be in [0, 1)')
+  return float(value)
+
+
+def make_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  """Builds the model named by `config.model`, validating every field.
+
+  Args:
+    model_config: `config.model` (see regjax/schema.py).
+    num_classes: number of output logits.
+  Returns:
+    An `MLP` or `CNN` Linen module (unbound).
+  """
+  c = model_config
+  names = {'mlp': MLP, 'cnn': CNN}
+  if c.name not in names:
+    raise ConfigError('model.name', c.name, f'allowed: {", ".join(names)}')
+  if c.activation not in ACTIVATIONS:
+    raise ConfigError('model.activation', c.activation, f'allowed: {", ".join(ACTIVATIONS)}')
+  if c.dropout_mode not in DROPOUT_MODES:
+    raise ConfigError('model.dropout_mode', c.dropout_mode,
+                      f'allowed: {", ".join(DROPOUT_MODES)}')
+  widths = tuple(c.widths)
+  if not all(isinstance(w, int) and w > 0 for w in widths):
+    raise ConfigError('model.widths', c.widths, 'a tuple of positive integers')
+  if not 0.0 <= c.bn_momentum < 1.0:
+    raise ConfigError('model.bn_momentum', c.bn_momentum, 'must be in [0, 1)')
+  if not c.bn_epsilon > 0.0:
+    raise ConfigError('model.bn_epsilon', c.bn_epsilon, 'must be > 0')
+  if not c.kernel_init_scale > 0.0:
+    raise ConfigError('model.kernel_init_scale', c.kernel_init_scale, 'must be > 0')
+  kwargs = dict(
+      widths=widths, num_classes=num_classes, activation=c.activation,
+      dropout_rate=_check_rate('model.dropout_rate', c.dropout_rate),
+      input_dropout_rate=_check_rate('model.input_dropout_rate', c.input_dropout_rate),
+      dropout_mode=c.dropout_mode, batch_norm=bool(c.batch_norm),
+      bn_momentum=float(c.bn_momentum), bn_epsilon=float(c.bn_epsilon),
+      kernel_init_scale=float(c.kernel_init_scale))
+  if c.name == 'cnn':
+    features = tuple(c.conv_features)
+    if not features or not all(isinstance(f, int) and f > 0 for f in features):
+      raise ConfigError('model.conv_features', c.conv_features,
+                        'a non-empty tuple of positive integers')
+    kwargs['conv_features'] = features
+  return names[c.name](**kwargs)

@@ -1,0 +1,75 @@
+"""The whole regjax config schema, every field commented; configs/*.py start from it."""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Returns the default config: every field regjax reads, with its default."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0          # Base seed: replicate i uses jax.random.key(seed + i).
+  c.seeds = 3         # Number of replicate seeds per variant (>= 1).
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'digits'   # digits | mnist | fashion_mnist | tfds:NAME | npz:PATH
+  c.data.dir = ''          # Folder with the IDX .gz files (mnist, fashion_mnist); '' = TFDS.
+  c.data.train_size = 0    # Subsample the training pool to this many examples; 0 = all.
+  c.data.validation_fraction = 0.1  # Share of the training pool held out for early stopping.
+  c.data.label_noise = 0.0  # Share of training labels replaced by uniform random classes.
+  c.data.split_seed = 0    # Seeds the validation split, subsample and label noise (fixed
+                           # across replicate seeds so variants see the same data).
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'mlp'          # mlp | cnn
+  c.model.widths = (128,)       # Hidden widths (mlp) or dense widths after the convs (cnn).
+  c.model.conv_features = (32, 64)  # cnn only: features of the two 3x3 convolutions.
+  c.model.activation = 'relu'   # relu | gelu | tanh | elu | swish
+  c.model.dropout_rate = 0.0    # Dropout after each hidden layer, in [0, 1).
+  c.model.dropout_mode = 'inverted'  # inverted (scale 1/(1-p) in training) | classic
+                                     # (no scaling in training, x(1-p) at inference)
+  c.model.input_dropout_rate = 0.0  # Dropout on the inputs, in [0, 1) (Srivastava: 0.2).
+  c.model.batch_norm = False    # BatchNorm after each hidden Dense/Conv, before activation.
+  c.model.bn_momentum = 0.9     # Running average: ra = m * ra + (1 - m) * batch_stat.
+  c.model.bn_epsilon = 1e-5     # Added to the variance before the square root.
+  c.model.kernel_init_scale = 1.0  # Multiplies the default (lecun normal) kernel init.
+
+  c.penalty = ml_collections.ConfigDict()  # Coupled: terms added to the loss.
+  c.penalty.l1 = 0.0    # l1 * sum |w|.
+  c.penalty.l2 = 0.0    # (l2 / 2) * sum w^2  (Keras l2(k) == l2 = 2k here).
+  c.penalty.mask = r'kernel$'  # Regex on 'Module_0/kernel'-style paths; matches are penalized.
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adam'         # sgd | momentum | adam | adamw
+  c.optimizer.learning_rate = 1e-3  # Peak learning rate.
+  c.optimizer.schedule = 'constant'  # constant | cosine (decays to 0 over train.epochs)
+  c.optimizer.momentum = 0.9        # momentum only (and nesterov=False).
+  c.optimizer.b1 = 0.9              # adam/adamw.
+  c.optimizer.b2 = 0.999            # adam/adamw.
+  c.optimizer.weight_decay = 0.0    # Decoupled: w -= lr * weight_decay * w each step.
+  c.optimizer.l1_prox = 0.0         # Proximal L1: soft-threshold by lr * l1_prox (exact zeros).
+  c.optimizer.l1_subgradient = 0.0  # L1 subgradient l1 * sign(w) added to the gradient.
+  c.optimizer.max_norm = 0.0        # Per-unit max-norm c on incoming weights; 0 = off.
+  c.optimizer.grad_clip_norm = 0.0  # Clip the global gradient norm; 0 = off.
+  c.optimizer.mask = r'kernel$'     # Regex: which parameters decay / L1 / max-norm touch.
+
+  c.early_stopping = ml_collections.ConfigDict()
+  c.early_stopping.enabled = True     # False: train all train.epochs, keep the last weights.
+  c.early_stopping.monitor = 'val_loss'  # Any per-epoch metric: val_loss, val_accuracy, ...
+  c.early_stopping.mode = 'auto'      # min | max | auto (max for *accuracy, else min)
+  c.early_stopping.min_delta = 0.0    # An improvement must beat the best by more than this.
+  c.early_stopping.patience = 10      # Stop after this many epochs without improvement.
+  c.early_stopping.baseline = config_dict.placeholder(float)  # Must beat this to count.
+  c.early_stopping.start_from_epoch = 0  # Epochs before this are not monitored.
+  c.early_stopping.restore_best = True   # Restore the best params and batch_stats.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 100          # Maximum epochs.
+  c.train.batch_size = 32       # Training batch (the remainder of an epoch is dropped).
+  c.train.eval_batch_size = 1024  # Evaluation batch (no effect on results).
+
+  # Named variants: each overrides fields of the base above. The first is the baseline
+  # that the table compares against.
+  c.variants = ml_collections.ConfigDict()
+  c.variants.baseline = ml_collections.ConfigDict()
+  c.only = ''  # Comma-separated variant names to run ('' = all of them).
+  return c

@@ -1,0 +1,287 @@
+"""Training: a train state, pure train/eval steps, one `lax.scan` per epoch, and `fit`.
+
+Design for sweeps: everything a sweep varies numerically enters as an array. Penalty
+strengths travel in `hparams = {'l1': f32[], 'l2': f32[]}` (an argument of every step);
+optimizer strengths (learning rate, weight decay, L1-proximal, max-norm) live in the
+optimizer state through `optax.inject_hyperparams` (see regjax/optimizers.py). So the
+whole run can later be `jax.vmap`-ed over seeds and strengths without recompiling.
+
+Randomness: one `jax.random.key(seed)` split into three roles: `init` (parameters),
+`shuffle` (epoch e's order is `permutation(fold_in(shuffle, e))`) and `dropout` (step t's
+masks use `fold_in(dropout, t)`), so a run is reproducible and needs no RNG state.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from regjax import masks
+from regjax import penalties
+from regjax.data import Dataset
+from regjax import early_stopping
+from regjax.early_stopping import EarlyStopping
+from regjax.errors import ConfigError
+from regjax.models import make_model
+from regjax.optimizers import make_optimizer
+
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training (a pytree).
+
+  step: int32 scalar, optimizer steps taken. params / batch_stats: the Linen variable
+  collections (`batch_stats` is {} without BatchNorm). opt_state: the optax state.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def penalty_hparams(penalty_config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Validated coupled-penalty strengths as float32 scalars: {'l1': .., 'l2': ..}."""
+  out = {}
+  for name in ('l1', 'l2'):
+    value = penalty_config[name]
+    if not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
+      raise ConfigError(f'penalty.{name}', value, 'a penalty strength must be finite and >= 0')
+    out[name] = jnp.float32(value)
+  return out
+
+
+def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer:
+  """The static half of a run: model, optimizer and masks. Its methods are pure.
+
+  Attributes:
+    model: a Linen module called as `model.apply(vars, x, train=...)`.
+    tx: the optax transformation.
+    penalty_mask: regex on parameter paths that the coupled penalty and the weight
+      diagnostics (norms, zero fraction) cover.
+    batch_size: training batch size (the epoch's remainder is dropped).
+    eval_batch_size: evaluation batch size (memory only; results do not depend on it).
+  """
+  model: nn.Module
+  tx: optax.GradientTransformation
+  penalty_mask: str = r'kernel$'
+  batch_size: int = 32
+  eval_batch_size: int = 1024
+
+  def init(self, key: jax.Array, sample_x: jax.Array) -> TrainState:
+    """Initializes params / batch_stats from one input example batch (1, ...)."""
+    variables = self.model.init(key, sample_x, train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=self.tx.init(params))
+
+  def _mask(self, params):
+    return masks.regex_mask(params, self.penalty_mask, field='penalty.mask')
+
+  def weight_stats(self, params) -> Metrics:
+    """{'weight_l1', 'weight_l2' (Euclidean norm), 'zero_fraction'} over masked weights."""
+    norms = penalties.weight_norms(params, self._mask(params))
+    return {'weight_l1': norms['l1'], 'weight_l2': norms['l2'],
+            'zero_fraction': norms['zero_fraction']}
+
+  def train_step(self, state: TrainState, x: jax.Array, y: jax.Array,
+                 hparams: dict[str, jax.Array], dropout_key: jax.Array
+                 ) -> tuple[TrainState, Metrics]:
+    """One optimizer step on a batch x (B, ...), y (B,) int32.
+
+    The dropout key of this step is `fold_in(dropout_key, state.step)`. Returns the new
+    state and {'train_loss' (data loss only), 'train_penalty', 'train_accuracy'}.
+    """
+    step_key = jax.random.fold_in(dropout_key, state.step)
+
+    def loss_fn(params):
+      logits, updates = self.model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
+          rngs={'dropout': step_key}, mutable=['batch_stats'])
+      data_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      penalty = penalties.elastic_net(params, self._mask(params), hparams['l1'], hparams['l2'])
+      return data_loss + penalty, (data_loss, penalty, logits, updates)
+
+    grads, (data_loss, penalty, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    opt_updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, opt_updates)
+    new_state = TrainState(step=state.step + 1, params=params,
+                           batch_stats=updates.get('batch_stats', state.batch_stats),
+                           opt_state=opt_state)
+    return new_state, {'train_loss': data_loss, 'train_penalty': penalty,
+                       'train_accuracy': _accuracy(logits, y)}
+
+  def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array,
+                  hparams: dict[str, jax.Array], shuffle_key: jax.Array,
+                  dropout_key: jax.Array, epoch: jax.Array) -> tuple[TrainState, Metrics]:
+    """One epoch as one `lax.scan` over shuffled index batches (one dispatch per epoch).
+
+    x: (N, ...) and y: (N,) stay on the device; the order is
+    `permutation(fold_in(shuffle_key, epoch), N)`, cut into N // batch_size batches.
+    Returns the new state and the epoch's mean of each step metric.
+    """
+    n = x.shape[0]
+    steps = n // self.batch_size
+    order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
+    batches = order[:steps * self.batch_size].reshape(steps, self.batch_size)
+
+    def body(state, idx):
+      return self.train_step(state, x[idx], y[idx], hparams, dropout_key)
+
+    state, step_metrics = jax.lax.scan(body, state, batches)
+    return state, jax.tree.map(jnp.mean, step_metrics)
+
+  def evaluate(self, params, batch_stats, x: jax.Array, y: jax.Array) -> Metrics:
+    """Inference-mode {'loss', 'accuracy'} over all of x (N, ...), y (N,), in batches.
+
+    The tail is padded and masked out, so every example counts exactly once.
+    """
+    n = x.shape[0]
+    bs = min(self.eval_batch_size, n)
+    nb = -(-n // bs)
+    pad = nb * bs - n
+    xp = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nb, bs) + x.shape[1:])
+    yp = jnp.pad(y, (0, pad)).reshape(nb, bs)
+    valid = (jnp.arange(nb * bs) < n).reshape(nb, bs)
+    variables = {'params': params, 'batch_stats': batch_stats}
+
+    def body(totals, batch):
+      xb, yb, vb = batch
+      logits = self.model.apply(variables, xb, train=False)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+      correct = jnp.argmax(logits, -1) == yb
+      return (totals[0] + jnp.sum(loss * vb), totals[1] + jnp.sum(correct * vb)), None
+
+    (loss_sum, correct_sum), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)),
+                                              (xp, yp, valid))
+    return {'loss': loss_sum / n, 'accuracy': correct_sum / n}
+
+
+def make_trainer(config: ml_collections.ConfigDict, num_classes: int,
+                 num_train: int) -> Trainer:
+  """Builds the `Trainer` of `config` for a training set of `num_train` examples."""
+  bs, ebs, epochs = config.train.batch_size, config.train.eval_batch_size, config.train.epochs
+  if not isinstance(epochs, int) or epochs < 1:
+    raise ConfigError('train.epochs', epochs, 'must be an integer >= 1')
+  if not isinstance(bs, int) or not 1 <= bs <= num_train:
+    raise ConfigError('train.batch_size', bs,
+                      f'must be an integer in [1, {num_train}] (the training set size)')
+  if not isinstance(ebs, int) or ebs < 1:
+    raise ConfigError('train.eval_batch_size', ebs, 'must be an integer >= 1')
+  model = make_model(config.model, num_classes)
+  tx = make_optimizer(config.optimizer, total_steps=(num_train // bs) * epochs)
+  return Trainer(model=model, tx=tx, penalty_mask=config.penalty.mask,
+                 batch_size=bs, eval_batch_size=ebs)
+
+
+STOP_PATIENCE, STOP_MAX_EPOCHS, STOP_NON_FINITE = 'patience', 'max_epochs', 'non_finite'
+
+
+def fit(config: ml_collections.ConfigDict, data: Dataset, seed: int,
+        on_epoch: Callable[[dict[str, float]], None] | None = None
+        ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, Any]]:
+  """Trains one model with early stopping on the validation split; tests it once.
+
+  Args:
+    config: a full regjax config (regjax/schema.py).
+    data: the splits; validation drives early stopping, test is evaluated once, on the
+      final (restored best) weights.
+    seed: this replicate's seed: `jax.random.key(seed)` split into init/shuffle/dropout.
+    on_epoch: called with each epoch's metrics row (floats) as soon as it is known.
+  Returns:
+    (record, history, variables): the run's summary record (see regjax/report.py), one
+    metrics row per epoch, and the final {'params', 'batch_stats'}.
+  """
+  if len(data.x_val) == 0 and config.early_stopping.enabled:
+    raise ConfigError('data.validation_fraction', config.data.validation_fraction,
+                      'early stopping needs a validation split: use a fraction > 0 or '
+                      'set early_stopping.enabled=False')
+  trainer = make_trainer(config, data.num_classes, len(data.x_train))
+  hparams = penalty_hparams(config.penalty)
+  stopper = EarlyStopping.from_config(config.early_stopping)
+  init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
+
+  x_train, y_train = jax.device_put(data.x_train), jax.device_put(data.y_train)
+  x_val, y_val = jax.device_put(data.x_val), jax.device_put(data.y_val)
+  state = trainer.init(init_key, x_train[:1])
+  es_state = stopper.init(state.params, state.batch_stats)
+
+  def epoch_fn(state, es_state, epoch):
+    state, train_metrics = trainer.train_epoch(state, x_train, y_train, hparams,
+                                               shuffle_key, dropout_key, epoch)
+    metrics = dict(train_metrics, **trainer.weight_stats(state.params))
+    if len(data.x_val):
+      val = trainer.evaluate(state.params, state.batch_stats, x_val, y_val)
+      metrics.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
+    es_state = stopper.update(es_state, metrics, state.params, state.batch_stats)
+    return state, es_state, metrics
+
+  # Compile ahead of time so that compile seconds and per-epoch seconds are separate.
+  t0 = time.perf_counter()
+  epoch_compiled = jax.jit(epoch_fn).lower(state, es_state, jnp.int32(0)).compile()
+  compile_seconds = time.perf_counter() - t0
+
+  history, stop_reason, diverged = [], STOP_MAX_EPOCHS, False
+  for epoch in range(config.train.epochs):
+    t0 = time.perf_counter()
+    state, es_state, metrics = epoch_compiled(state, es_state, jnp.int32(epoch))
+    metrics = jax.device_get(metrics)
+    row = {'epoch': epoch, **{k: float(v) for k, v in metrics.items()},
+           'seconds': time.perf_counter() - t0}
+    history.append(row)
+    if on_epoch is not None:
+      on_epoch(row)
+    if not math.isfinite(row['train_loss']):
+      stop_reason, diverged = STOP_NON_FINITE, True
+      break
+    if bool(es_state.stopped):
+      stop_reason = early_stopping.reason_name(int(es_state.reason))
+      diverged = stop_reason == STOP_NON_FINITE
+      break
+
+  params, batch_stats = stopper.best_variables(es_state, state.params, state.batch_stats)
+  evaluate = jax.jit(trainer.evaluate)
+  final = {'train': evaluate(params, batch_stats, x_train, y_train)}
+  if len(data.x_val):
+    final['val'] = evaluate(params, batch_stats, x_val, y_val)
+  # The test set is touched exactly once, here, on the weights that will be reported.
+  final['test'] = evaluate(params, batch_stats, jax.device_put(data.x_test),
+                           jax.device_put(data.y_test))
+  final = jax.device_get(final)
+  stats = jax.device_get(trainer.weight_stats(params))
+  nan = float('nan')
+  record = {
+      'seed': seed,
+      'test_accuracy': float(final['test']['accuracy']),
+      'test_loss': float(final['test']['loss']),
+      'train_accuracy': float(final['train']['accuracy']),
+      'train_loss': float(final['train']['loss']),
+      'val_accuracy': float(final['val']['accuracy']) if 'val' in final else nan,
+      'val_loss': float(final['val']['loss']) if 'val' in final else nan,
+      'best_epoch': int(es_state.best_epoch),
+      'stop_epoch': len(history) - 1,
+      'epochs_run': len(history),
+      'stop_reason': stop_reason,
+      'zero_fraction': float(stats['zero_fraction']),
+      'weight_l2': float(stats['weight_l2']),
+      'weight_l1': float(stats['weight_l1']),
+      'seconds_per_epoch': float(np.mean([r['seconds'] for r in history])),
+      'compile_seconds': compile_seconds,
+      'diverged': diverged,
+  }
+  return record, history, {'params': params, 'batch_stats': batch_stats}

@@ -1,0 +1,470 @@
+"""Data: sources, the seeded validation split, train_size, label noise and bad input."""
+
+import collections
+import gzip
+from pathlib import Path
+import subprocess
+import sys
+import tempfile
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import numpy as np
+from sklearn import datasets as sk_datasets
+
+from regjax import data
+from regjax import schema
+from regjax.errors import ConfigError
+from tests import paths
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def _config(**overrides):
+  c = schema.default_config().data
+  c.update(overrides)
+  return c
+
+
+def _rows(x: np.ndarray) -> collections.Counter:
+  """Multiset of images by their bytes (digits has duplicate images, so not a set)."""
+  return collections.Counter(row.tobytes() for row in np.asarray(x, np.float32))
+
+
+def _tempdir(test: absltest.TestCase) -> Path:
+  """A fresh temp dir removed after the test (absl's create_tempdir needs parsed flags,
+  which pytest does not do)."""
+  return Path(test.enter_context(tempfile.TemporaryDirectory()))
+
+
+def _assert_one_line_error(test, fn, *fragments):
+  with test.assertRaises(ConfigError) as cm:
+    fn()
+  msg = str(cm.exception)
+  test.assertNotIn('\n', msg)
+  for fragment in fragments:
+    test.assertIn(str(fragment), msg)
+  return msg
+
+
+class DigitsTest(parameterized.TestCase):
+
+  def test_shapes_dtypes_and_ranges(self):
+    ds = data.load_dataset(_config())
+    # 1797 digits: a fixed 25% (450) test set; round(0.1 * 1347) = 135 validation.
+    chex.assert_shape(ds.x_train, (1212, 8, 8, 1))
+    chex.assert_shape(ds.x_val, (135, 8, 8, 1))
+    chex.assert_shape(ds.x_test, (450, 8, 8, 1))
+    chex.assert_shape([ds.y_train, ds.y_train_clean], (1212,))
+    chex.assert_shape(ds.y_val, (135,))
+    chex.assert_shape(ds.y_test, (450,))
+    for x in (ds.x_train, ds.x_val, ds.x_test):
+      self.assertEqual(x.dtype, np.float32)
+      self.assertEqual(x.min(), 0.0)
+      self.assertEqual(x.max(), 1.0)  # 16 / 16: scaled by 16, not 255.
+    for y in (ds.y_train, ds.y_val, ds.y_test, ds.y_train_clean):
+      self.assertEqual(y.dtype, np.int32)
+      self.assertEqual(set(np.unique(y)), set(range(10)))
+    self.assertEqual(ds.num_classes, 10)
+    self.assertEqual(ds.name, 'digits')
+    np.testing.assert_array_equal(ds.y_train, ds.y_train_clean)
+
+  def test_train_val_test_partition_the_digits(self):
+    ds = data.load_dataset(_config(validation_fraction=0.2))
+    all_x = (sk_datasets.load_digits().images / 16.0)[..., None]
+    self.assertEqual(_rows(ds.x_train) + _rows(ds.x_val) + _rows(ds.x_test), _rows(all_x))
+
+  def test_test_split_is_fixed_and_stratified(self):
+    a = data.load_dataset(_config(split_seed=0))
+    b = data.load_dataset(_config(split_seed=7, validation_fraction=0.3, train_size=50))
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    class_counts = np.bincount(sk_datasets.load_digits().target)
+    np.testing.assert_allclose(np.bincount(a.y_test), 0.25 * class_counts, atol=1)
+
+  def test_same_seed_gives_identical_arrays(self):
+    cfg = dict(split_seed=3, train_size=500, label_noise=0.3)
+    a, b = data.load_dataset(_config(**cfg)), data.load_dataset(_config(**cfg))
+    for field in ('x_train', 'y_train', 'x_val', 'y_val', 'x_test', 'y_test',
+                  'y_train_clean'):
+      np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+  def test_different_seed_gives_a_different_split(self):
+    a = data.load_dataset(_config(split_seed=0))
+    b = data.load_dataset(_config(split_seed=1))
+    overlap = sum((_rows(a.x_val) & _rows(b.x_val)).values())
+    # Two random 135-subsets of 1347 share ~13.5 images on average.
+    self.assertLess(overlap, 50)
+
+  def test_train_size_truncates_training_and_keeps_validation(self):
+    full = data.load_dataset(_config(split_seed=2))
+    small = data.load_dataset(_config(split_seed=2, train_size=100))
+    chex.assert_shape(small.x_train, (100, 8, 8, 1))
+    np.testing.assert_array_equal(small.x_val, full.x_val)
+    np.testing.assert_array_equal(small.y_val, full.y_val)
+    np.testing.assert_array_equal(small.x_train, full.x_train[:100])  # A prefix.
+
+  def test_validation_fraction_zero_gives_an_empty_validation_set(self):
+    ds = data.load_dataset(_config(validation_fraction=0.0))
+    chex.assert_shape(ds.x_val, (0, 8, 8, 1))
+    chex.assert_shape(ds.y_val, (0,))
+    chex.assert_shape(ds.x_train, (1347, 8, 8, 1))
+
+  def test_label_noise_changes_only_training_labels(self):
+    p = 0.5
+    clean = data.load_dataset(_config(split_seed=4))
+    noisy = data.load_dataset(_config(split_seed=4, label_noise=p))
+    # The split is drawn before the noise, so images and clean labels are unchanged.
+    np.testing.assert_array_equal(noisy.x_train, clean.x_train)
+    np.testing.assert_array_equal(noisy.y_train_clean, clean.y_train)
+    np.testing.assert_array_equal(noisy.y_val, clean.y_val)
+    np.testing.assert_array_equal(noisy.y_test, clean.y_test)
+    self.assertTrue(np.all((noisy.y_train >= 0) & (noisy.y_train < 10)))
+    # round(0.5 * 1212) = 606 labels are redrawn; each changes with prob 0.9, so the
+    # changed count is Binomial(606, 0.9): mean 545.4, sd 7.4. 5 sd = 37.
+    changed = int(np.sum(noisy.y_train != noisy.y_train_clean))
+    self.assertBetween(changed, 545.4 - 37, 545.4 + 37)
+
+  def test_arrays_are_read_only(self):
+    ds = data.load_dataset(_config(label_noise=0.1))
+    with self.assertRaises(ValueError):
+      ds.x_train[0, 0, 0, 0] = 5.0
+    with self.assertRaises(ValueError):
+      ds.y_train[0] = 3
+
+
+class CorruptLabelsTest(parameterized.TestCase):
+
+  @parameterized.parameters((0.0, 0), (0.1, 100), (0.25, 250), (0.3333, 333), (1.0, 1000))
+  def test_redraws_exactly_the_rounded_count(self, fraction, count):
+    labels = np.arange(1000) % 7
+    noisy, chosen = data.corrupt_labels(labels, fraction, 7, np.random.default_rng(0))
+    self.assertLen(chosen, count)
+    self.assertLen(np.unique(chosen), count)
+    untouched = np.setdiff1d(np.arange(1000), chosen)
+    np.testing.assert_array_equal(noisy[untouched], labels[untouched])
+    self.assertEqual(noisy.dtype, np.int32)
+    self.assertTrue(np.all((noisy >= 0) & (noisy < 7)))
+
+  def test_new_class_is_uniform_and_may_equal_the_old_one(self):
+    n = 20_000
+    noisy, _ = data.corrupt_labels(np.zeros(n, np.int32), 1.0, 10, np.random.default_rng(1))
+    # Each share is a mean of n Bernoulli(0.1): sd 0.0021; 5 sd = 0.0106.
+    np.testing.assert_allclose(np.bincount(noisy, minlength=10) / n, 0.1, atol=0.0106)
+
+
+class ValidationTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      ('validation_fraction', 1.5, 'must be in [0, 1)'),
+      ('validation_fraction', 1.0, 'must be in [0, 1)'),
+      ('validation_fraction', -0.1, 'must be in [0, 1)'),
+      ('validation_fraction', float('nan'), 'must be in [0, 1)'),
+      ('validation_fraction', 0.0001, 'must leave >= 1 training and >= 1 validation'),
+      ('label_noise', -0.1, 'must be in [0, 1]'),
+      ('label_noise', 1.5, 'must be in [0, 1]'),
+      ('train_size', -1, 'must be an int >= 0'),
+      ('train_size', 1213, 'must be <= 1212'),
+      ('split_seed', -1, 'must be an int >= 0'),
+      ('name', 'cifar', 'digits | mnist | fashion_mnist | tfds:NAME | npz:PATH'),
+      ('name', 'tfds:', 'digits | mnist'),
+      ('name', 'npz:', 'digits | mnist'),
+  )
+  def test_bad_field_raises_one_line_error(self, field, value, problem):
+    c = _config()
+    c[field] = value
+    _assert_one_line_error(self, lambda: data.load_dataset(c), f'data.{field}={value!r}',
+                           problem)
+
+  def test_wrong_types_are_rejected(self):
+    # ConfigDict keeps field types, so a wrong type is bypassed with a fresh dict.
+    c = _config().to_dict()
+    c['train_size'] = 2.5
+    _assert_one_line_error(self, lambda: data.load_dataset(_Dict(c)), 'data.train_size=2.5')
+    c = _config().to_dict()
+    c['dir'] = 3
+    _assert_one_line_error(self, lambda: data.load_dataset(_Dict(c)), 'data.dir=3')
+
+
+class _Dict(dict):
+  """Attribute access over a plain dict, to pass values ConfigDict would refuse."""
+  __getattr__ = dict.__getitem__
+
+
+# ------------------------------------------------------------------------- IDX files
+
+
+def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
+  header = magic.to_bytes(4, 'big') + b''.join(d.to_bytes(4, 'big') for d in array.shape)
+  return header + array.astype(np.uint8).tobytes()
+
+
+def _write_idx_set(folder: Path, gz: bool = True, **replace: bytes) -> dict[str, np.ndarray]:
+  """Writes a tiny valid MNIST-like set (6 train, 3 test, 4x5 images); `replace` swaps
+  in raw file contents by key (train_images, ...). Returns the arrays written."""
+  rng = np.random.default_rng(0)
+  arrays = dict(train_images=rng.integers(0, 256, (6, 4, 5), dtype=np.uint8),
+                train_labels=np.array([0, 1, 2, 3, 9, 9], np.uint8),
+                test_images=rng.integers(0, 256, (3, 4, 5), dtype=np.uint8),
+                test_labels=np.array([5, 6, 7], np.uint8))
+  for key, stem in data._IDX_FILES.items():  # pylint: disable=protected-access
+    magic = 2051 if key.endswith('images') else 2049
+    content = replace.get(key, _idx_bytes(arrays[key], magic))
+    if content is None:
+      continue
+    if gz:
+      (folder / f'{stem}.gz').write_bytes(gzip.compress(content))
+    else:
+      (folder / stem).write_bytes(content)
+  return arrays
+
+
+class IdxTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = _tempdir(self)
+
+  @parameterized.parameters(True, False)
+  def test_valid_fake_set_round_trips(self, gz):
+    arrays = _write_idx_set(self.dir, gz=gz)
+    ds = data.load_dataset(_config(name='mnist', dir=str(self.dir), validation_fraction=0.5))
+    chex.assert_shape([ds.x_train, ds.x_val], (3, 4, 5, 1))
+    chex.assert_shape(ds.x_test, (3, 4, 5, 1))
+    np.testing.assert_array_equal(ds.x_test[..., 0] * 255, arrays['test_images'])
+    np.testing.assert_array_equal(ds.y_test, [5, 6, 7])
+    self.assertEqual(ds.num_classes, 10)
+    # Train and validation together are the training file, in some order.
+    got = sorted(zip(np.concatenate([ds.y_train, ds.y_val]).tolist(),
+                     [r.tobytes() for r in np.concatenate([ds.x_train, ds.x_val])]))
+    want = sorted(zip(arrays['train_labels'].tolist(),
+                      [(r[..., None] / np.float32(255)).astype(np.float32).tobytes()
+                       for r in arrays['train_images']]))
+    self.assertEqual(got, want)
+
+  def test_fashion_mnist_reads_the_same_files(self):
+    _write_idx_set(self.dir)
+    ds = data.load_dataset(_config(name='fashion_mnist', dir=str(self.dir)))
+    self.assertEqual(ds.name, 'fashion_mnist')
+    chex.assert_shape(ds.x_test, (3, 4, 5, 1))
+
+  def test_errors(self):
+    rng = np.random.default_rng(1)
+    good_train_images = _idx_bytes(rng.integers(0, 256, (6, 4, 5)), 2051)
+    cases = [
+        (dict(train_images=_idx_bytes(np.zeros((6, 4, 5)), 2049)),
+         'train-images-idx3-ubyte.gz', 'magic number 2049, expected 2051'),
+        (dict(test_labels=_idx_bytes(np.zeros(3), 2051)),
+         't10k-labels-idx1-ubyte.gz', 'magic number 2051, expected 2049'),
+        (dict(train_images=good_train_images[:-7]),
+         'train-images-idx3-ubyte.gz', 'has 129 bytes but its header (6, 4, 5) needs 136'),
+        (dict(train_images=good_train_images + b'\0'), 'train-images', 'needs 136'),
+        (dict(train_labels=b'\0\0'), 'train-labels', 'has 2 bytes, too short'),
+        (dict(train_labels=_idx_bytes(np.zeros(5), 2049)),
+         'train-images-idx3-ubyte', 'holds 6 images but train-labels-idx1-ubyte holds 5'),
+        (dict(test_labels=_idx_bytes(np.array([1, 12, 3]), 2049)),
+         't10k-labels-idx1-ubyte', 'label 12 at index 1 is outside [0, 10)'),
+        (dict(test_images=None), 't10k-images-idx3-ubyte.gz', 'not found'),
+    ]
+    for i, (replace, path_part, problem) in enumerate(cases):
+      with self.subTest(problem=problem):
+        folder = self.dir / str(i)
+        folder.mkdir()
+        _write_idx_set(folder, **replace)
+        _assert_one_line_error(
+            self, lambda f=folder: data.load_dataset(_config(name='mnist', dir=str(f))),
+            f'data.dir={str(folder)!r}', path_part, problem)
+
+  def test_truncated_gzip_is_reported(self):
+    _write_idx_set(self.dir)
+    path = self.dir / 'train-images-idx3-ubyte.gz'
+    path.write_bytes(path.read_bytes()[:30])
+    _assert_one_line_error(
+        self, lambda: data.load_dataset(_config(name='mnist', dir=str(self.dir))),
+        'data.dir', str(path), 'truncated or corrupt')
+
+  def test_missing_folder(self):
+    missing = str(self.dir / 'nope')
+    _assert_one_line_error(
+        self, lambda: data.load_dataset(_config(name='mnist', dir=missing)),
+        f'data.dir={missing!r}', 'is not a folder')
+
+
+class RealMnistTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.mnist_dir = paths.mnist_dir()
+    if self.mnist_dir is None:
+      self.skipTest(f'MNIST IDX files not found at {paths.mnist_search_dir()}; '
+                    'set REGJAX_MNIST_DIR')
+
+  def test_shapes_ranges_and_known_label_counts(self):
+    ds = data.load_dataset(_config(name='mnist', dir=str(self.mnist_dir),
+                                   validation_fraction=0.1))
+    chex.assert_shape(ds.x_train, (54000, 28, 28, 1))
+    chex.assert_shape(ds.x_val, (6000, 28, 28, 1))
+    chex.assert_shape(ds.x_test, (10000, 28, 28, 1))
+    for x in (ds.x_train, ds.x_val, ds.x_test):
+      self.assertEqual(x.dtype, np.float32)
+      self.assertEqual((x.min(), x.max()), (0.0, 1.0))
+    for y in (ds.y_train, ds.y_val, ds.y_test):
+      self.assertEqual(y.dtype, np.int32)
+    self.assertEqual(ds.num_classes, 10)
+    pool_labels = np.concatenate([ds.y_train, ds.y_val])
+    np.testing.assert_array_equal(np.bincount(pool_labels), MNIST_TRAIN_COUNTS)
+    np.testing.assert_array_equal(np.bincount(ds.y_test), MNIST_TEST_COUNTS)
+    # Mean pixel: the well-known normalization constants 0.1307 (train) and 0.1325
+    # (test), to more digits; /256 instead of /255 would shift them by 5e-4.
+    pool_mean = (ds.x_train.sum(dtype=np.float64) + ds.x_val.sum(dtype=np.float64)) / (
+        60000 * 784)
+    self.assertAlmostEqual(pool_mean, 0.130660, delta=1e-5)
+    self.assertAlmostEqual(ds.x_test.mean(dtype=np.float64), 0.132515, delta=1e-5)
+
+  def test_no_validation_keeps_the_whole_pool(self):
+    ds = data.load_dataset(_config(name='mnist', dir=str(self.mnist_dir),
+                                   validation_fraction=0.0, train_size=60000))
+    chex.assert_shape(ds.x_train, (60000, 28, 28, 1))
+    np.testing.assert_array_equal(np.bincount(ds.y_train), MNIST_TRAIN_COUNTS)
+
+
+# ------------------------------------------------------------------------------ TFDS
+
+
+class TfdsTest(parameterized.TestCase):
+  """TFDS through `tfds.data_source`, which mock_data serves without TensorFlow."""
+
+  def setUp(self):
+    super().setUp()
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    # mock_data makes download_and_prepare a no-op and serves random examples from the
+    # builder's feature spec, so nothing is fetched or written.
+    self.tfds = tfds
+
+  @parameterized.parameters(('mnist', (28, 28, 1)), ('fashion_mnist', (28, 28, 1)),
+                            ('tfds:cifar10', (32, 32, 3)))
+  def test_mocked_dataset_loads_as_numpy(self, name, image_shape):
+    with self.tfds.testing.mock_data(num_examples=20):
+      ds = data.load_dataset(_config(name=name, validation_fraction=0.1))
+      again = data.load_dataset(_config(name=name, validation_fraction=0.1))
+    chex.assert_shape(ds.x_train, (18, *image_shape))
+    chex.assert_shape(ds.x_val, (2, *image_shape))
+    chex.assert_shape(ds.x_test, (20, *image_shape))  # The test split is not split.
+    self.assertEqual(ds.x_train.dtype, np.float32)
+    self.assertBetween(float(ds.x_train.min()), 0.0, 1.0)
+    self.assertBetween(float(ds.x_train.max()), 0.5, 1.0)  # Mock pixels span 0..255.
+    self.assertEqual(ds.num_classes, 10)
+    self.assertTrue(np.all((ds.y_test >= 0) & (ds.y_test < 10)))
+    np.testing.assert_array_equal(ds.x_train, again.x_train)
+
+  @parameterized.parameters(
+      ('tfds:imdb_reviews', "TFDS features are ['label', 'text']"),
+      ('tfds:oxford_flowers102', 'TFDS image shape (None, None, 3) is not a fixed'),
+      ('tfds:no_such_dataset_xyz', 'TFDS could not load it (DatasetNotFoundError'),
+  )
+  def test_unusable_tfds_dataset(self, name, problem):
+    with self.tfds.testing.mock_data(num_examples=3):
+      _assert_one_line_error(self, lambda: data.load_dataset(_config(name=name)),
+                             f'data.name={name!r}', problem)
+
+  def test_tfds_failure_becomes_one_line_error(self):
+    failure = RuntimeError('No module named tensorflow\nand a long traceback')
+    with mock.patch.object(self.tfds, 'data_source', side_effect=failure):
+      msg = _assert_one_line_error(self, lambda: data.load_dataset(_config(name='mnist')))
+    self.assertEqual(
+        msg, "data.name='mnist': TFDS could not load it (RuntimeError: No module named "
+        'tensorflow); set data.dir to a folder with the four MNIST IDX .gz files, or use '
+        'data.name=digits')
+
+  def test_importing_regjax_data_does_not_import_tfds(self):
+    code = 'import sys, regjax.data; print("tensorflow_datasets" in sys.modules)'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    self.assertEqual(out.stdout.strip(), 'False')
+
+
+# ------------------------------------------------------------------------------- npz
+
+
+class NpzTest(parameterized.TestCase):
+
+  def _write(self, **arrays) -> str:
+    path = _tempdir(self) / 'd.npz'
+    np.savez(path, **arrays)
+    return str(path)
+
+  def test_uint8_round_trip_adds_channel_and_scales(self):
+    rng = np.random.default_rng(0)
+    x_test = rng.integers(0, 256, (4, 3, 2), dtype=np.uint8)
+    path = self._write(x_train=rng.integers(0, 256, (10, 3, 2), dtype=np.uint8),
+                       y_train=np.array([0, 1, 2, 3] * 2 + [0, 1]), x_test=x_test,
+                       y_test=np.array([0, 1, 4, 2]))
+    ds = data.load_dataset(_config(name=f'npz:{path}', validation_fraction=0.2))
+    chex.assert_shape(ds.x_train, (8, 3, 2, 1))
+    chex.assert_shape(ds.x_val, (2, 3, 2, 1))
+    np.testing.assert_allclose(ds.x_test[..., 0], x_test / 255.0, rtol=1e-6)
+    self.assertEqual(ds.num_classes, 5)  # Max label 4 appears only in the test set.
+    self.assertEqual(ds.y_test.dtype, np.int32)
+
+  def test_float_images_and_split_bookkeeping(self):
+    # Each image holds its own index, so the split can be read back exactly.
+    n = 100
+    x = np.broadcast_to((np.arange(n) / n).astype(np.float32)[:, None, None, None],
+                        (n, 2, 2, 3))
+    path = self._write(x_train=x, y_train=np.arange(n) % 3, x_test=x[:5],
+                       y_test=np.zeros(5, np.int64))
+    def ids(images):
+      return np.rint(images[:, 0, 0, 0] * n).astype(int)
+    full = data.load_dataset(_config(name=f'npz:{path}', validation_fraction=0.3,
+                                     split_seed=5))
+    small = data.load_dataset(_config(name=f'npz:{path}', validation_fraction=0.3,
+                                      split_seed=5, train_size=20))
+    train_ids, val_ids = ids(full.x_train), ids(full.x_val)
+    self.assertLen(val_ids, 30)
+    self.assertEmpty(np.intersect1d(train_ids, val_ids))
+    np.testing.assert_array_equal(np.sort(np.concatenate([train_ids, val_ids])),
+                                  np.arange(n))
+    np.testing.assert_array_equal(full.y_train, train_ids % 3)  # Labels follow images.
+    np.testing.assert_array_equal(ids(small.x_val), val_ids)
+    np.testing.assert_array_equal(ids(small.x_train), train_ids[:20])
+    np.testing.assert_array_equal(full.x_test, x[:5])
+
+  def test_bad_files(self):
+    good = dict(x_train=np.zeros((4, 3, 3), np.uint8), y_train=np.array([0, 1, 0, 1]),
+                x_test=np.zeros((2, 3, 3), np.uint8), y_test=np.array([0, 1]))
+    cases = [
+        (dict(y_test=None), 'lacks y_test'),
+        (dict(x_train=np.zeros((4, 9), np.uint8)), 'x_train has shape (4, 9)'),
+        (dict(y_train=np.array([0, 1, 0])), 'y_train has shape (3,); expected (4,)'),
+        (dict(x_test=np.full((2, 3, 3), np.nan, np.float32)), 'x_test has NaN'),
+        (dict(x_train=np.full((4, 3, 3), 2.0)), 'x_train spans [2, 2]'),
+        (dict(y_train=np.array([0, -1, 0, 1])), 'y_train has a negative label (-1)'),
+        (dict(y_train=np.array([0.0, 1.0, 0.0, 1.0])), 'y_train is float64'),
+        (dict(x_train=np.zeros((4, 3, 3), np.int64)), 'x_train is int64'),
+        (dict(x_test=np.zeros((2, 4, 4), np.uint8)), 'x_train images are (3, 3, 1)'),
+        (dict(x_train=np.zeros((0, 3, 3), np.uint8), y_train=np.zeros(0, np.int64)),
+         'x_train and y_train are empty'),
+        (dict(y_train=np.array([None] * 4, dtype=object)), 'cannot read'),
+    ]
+    for replace, problem in cases:
+      with self.subTest(problem=problem):
+        arrays = {k: v for k, v in {**good, **replace}.items() if v is not None}
+        name = f'npz:{self._write(**arrays)}'
+        _assert_one_line_error(self, lambda n=name: data.load_dataset(_config(name=n)),
+                               f'data.name={name!r}', problem)
+
+  def test_missing_or_non_npz_file(self):
+    folder = _tempdir(self)
+    (folder / 'text.npz').write_text('not a zip')
+    for path in (folder / 'absent.npz', folder / 'text.npz'):
+      with self.subTest(path=str(path)):
+        _assert_one_line_error(
+            self, lambda p=path: data.load_dataset(_config(name=f'npz:{p}')),
+            f"data.name='npz:{path}'", f'cannot read {path} as .npz')
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,366 @@
+"""Tests for regjax.report: paired statistics, table, results files, curves, atomicity."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import stat
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import numpy as np
+from scipy import stats
+
+from regjax import report
+from regjax.errors import ConfigError
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def _record(variant, seed, test_accuracy, **overrides):
+  """A complete run record with plausible defaults."""
+  r = {
+      'variant': variant, 'seed': seed, 'test_accuracy': test_accuracy,
+      'test_loss': 0.2, 'train_accuracy': test_accuracy + 0.03, 'train_loss': 0.05,
+      'val_accuracy': test_accuracy, 'val_loss': 0.2, 'best_epoch': 10 + seed,
+      'stop_epoch': 20 + seed, 'epochs_run': 20 + seed, 'stop_reason': 'patience',
+      'zero_fraction': 0.0, 'weight_l2': 10.0, 'weight_l1': 100.0,
+      'seconds_per_epoch': 0.5, 'compile_seconds': 2.0, 'diverged': False,
+  }
+  r.update(overrides)
+  return r
+
+
+def _records(accs):
+  """{variant: [acc per seed 0..n-1]} -> run records."""
+  return [_record(v, s, a) for v, seq in accs.items() for s, a in enumerate(seq)]
+
+
+def _row(rows, variant):
+  (row,) = [r for r in rows if r['variant'] == variant]
+  return row
+
+
+def _no_temp_files(folder):
+  return [f for f in os.listdir(folder) if f.endswith('.tmp')] == []
+
+
+def _tempdir(test):
+  """A fresh folder removed after `test` (absltest's create_tempdir needs parsed flags)."""
+  folder = tempfile.mkdtemp(prefix='regjax_report_test_')
+  test.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+  return folder
+
+
+class SummarizeTest(parameterized.TestCase):
+
+  @parameterized.parameters(0.9, 0.95, 0.99)
+  def test_paired_difference_matches_hand_computed_t_interval(self, confidence):
+    base = [0.90, 0.92, 0.88, 0.91]
+    diffs = np.array([0.01, 0.02, 0.00, 0.03])
+    rows = report.summarize(
+        _records({'baseline': base, 'l2': list(np.add(base, diffs))}), 'baseline',
+        confidence)
+    row = _row(rows, 'l2')
+    n = 4
+    sd = np.std(diffs, ddof=1)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    p = 2 * stats.t.sf(abs(diffs.mean() / (sd / math.sqrt(n))), n - 1)
+    chex.assert_trees_all_close(
+        (row['diff_mean'], row['diff_ci_low'], row['diff_ci_high'], row['p_value']),
+        (0.015, 0.015 - half, 0.015 + half, p), rtol=1e-9, atol=1e-12)
+    self.assertEqual(row['n_paired'], 4)
+    self.assertFalse(row['significant'])  # CI contains 0 at all three levels.
+    if confidence == 0.95:
+      # t_{0.975,3} = 3.18245, sd = sqrt(5e-4 / 3): half-width 0.020543, p = 0.1027.
+      self.assertAlmostEqual(half, 0.020543, places=5)
+      self.assertAlmostEqual(row['p_value'], 0.1027, places=4)
+
+  def test_means_stds_gap_and_first_appearance_order(self):
+    recs = _records({'b': [0.5, 0.6, 0.7], 'a': [0.9]})
+    rows = report.summarize(recs, 'a')
+    self.assertEqual([r['variant'] for r in rows], ['b', 'a'])
+    b, a = rows
+    self.assertAlmostEqual(b['test_acc_mean'], 0.6)
+    self.assertAlmostEqual(b['test_acc_std'], 0.1)  # Sample std (ddof=1).
+    self.assertAlmostEqual(b['train_acc_mean'], 0.63)
+    self.assertAlmostEqual(b['gap_mean'], 0.03)
+    self.assertAlmostEqual(b['gap_std'], 0.0)
+    self.assertAlmostEqual(b['best_epoch_mean'], 11.0)
+    self.assertAlmostEqual(b['stop_epoch_mean'], 21.0)
+    self.assertEqual(a['n'], 1)
+    self.assertTrue(math.isnan(a['test_acc_std']))
+    # Baseline row: no test against itself.
+    self.assertEqual(a['diff_mean'], 0.0)
+    self.assertTrue(math.isnan(a['p_value']))
+    self.assertFalse(a['significant'])
+    # b shares only seed 0 with the baseline: a difference but no interval.
+    self.assertEqual(b['n_paired'], 1)
+    self.assertAlmostEqual(b['diff_mean'], -0.4)
+    self.assertTrue(math.isnan(b['diff_ci_low']) and math.isnan(b['p_value']))
+    self.assertFalse(b['significant'])
+
+  def test_variant_identical_to_baseline_has_zero_diff_and_is_not_significant(self):
+    base = [0.91, 0.95, 0.93, 0.90, 0.94]
+    row = _row(report.summarize(_records({'baseline': base, 'same': base}), 'baseline'),
+               'same')
+    self.assertEqual((row['diff_mean'], row['diff_ci_low'], row['diff_ci_high']),
+                     (0.0, 0.0, 0.0))
+    self.assertEqual(row['p_value'], 1.0)
+    self.assertFalse(row['significant'])
+
+  def test_consistent_two_point_gain_is_significant_thanks_to_pairing(self):
+    rng = np.random.default_rng(0)
+    base = np.array([0.90, 0.94, 0.92, 0.96, 0.89])  # Seed-to-seed spread: ~3 pp.
+    better = base + 0.02 + 0.001 * rng.standard_normal(5)  # +2 pp, 0.1 pp jitter.
+    rows = report.summarize(_records({'baseline': base, 'better': better}), 'baseline')
+    row = _row(rows, 'better')
+    self.assertTrue(row['significant'])
+    self.assertGreater(row['diff_ci_low'], 0.015)
+    self.assertLess(row['diff_ci_high'], 0.025)
+    self.assertLess(row['p_value'], 1e-4)
+    # Unpaired, the same numbers would not separate: the seed spread swamps 2 pp.
+    self.assertGreater(stats.ttest_ind(better, base).pvalue, 0.05)
+
+  def test_diverged_runs_are_excluded_from_means_and_counted(self):
+    recs = _records({'baseline': [0.90, 0.92, 0.94, 0.96]})
+    recs += [
+        _record('wild', 0, 0.91), _record('wild', 1, 0.93),
+        _record('wild', 2, math.nan, diverged=True, train_accuracy=math.nan),
+        _record('wild', 3, 0.10, diverged=True),  # Flagged: excluded though finite.
+    ]
+    row = _row(report.summarize(recs, 'baseline'), 'wild')
+    self.assertEqual((row['n'], row['diverged'], row['n_paired']), (2, 2, 2))
+    self.assertAlmostEqual(row['test_acc_mean'], 0.92)
+    self.assertAlmostEqual(row['diff_mean'], 0.01)
+    self.assertAlmostEqual(row['best_epoch_mean'], 10.5)
+    chex.assert_tree_all_finite([row['train_acc_mean'], row['gap_mean']])
+
+  def test_unpaired_seeds_are_dropped_from_the_difference(self):
+    recs = [_record('baseline', s, 0.90 + 0.01 * s) for s in range(4)]  # Seeds 0-3.
+    recs += [_record('v', s, 0.95 + 0.01 * s) for s in (2, 3, 4, 5)]   # Seeds 2-5.
+    row = _row(report.summarize(recs, 'baseline'), 'v')
+    self.assertEqual((row['n'], row['n_paired']), (4, 2))
+    self.assertAlmostEqual(row['test_acc_mean'], 0.985)  # Means use all its seeds.
+    self.assertAlmostEqual(row['diff_mean'], 0.05)       # Seeds 2 and 3 only.
+    self.assertAlmostEqual(row['diff_ci_low'], 0.05)     # Constant diff: point CI.
+    self.assertTrue(row['significant'])
+
+  @parameterized.named_parameters(
+      ('missing_baseline', dict(baseline='nope'), 'baseline'),
+      ('bad_confidence', dict(baseline='baseline', confidence=1.0), 'confidence'),
+  )
+  def test_bad_arguments_raise_config_error_naming_the_field(self, kwargs, field):
+    with self.assertRaises(ConfigError) as cm:
+      report.summarize(_records({'baseline': [0.9, 0.8]}), **kwargs)
+    self.assertEqual(cm.exception.field, field)
+
+  def test_duplicate_variant_seed_raises(self):
+    with self.assertRaises(ConfigError) as cm:
+      report.summarize([_record('baseline', 0, 0.9), _record('baseline', 0, 0.8)],
+                       'baseline')
+    self.assertEqual(cm.exception.field, 'records')
+
+
+def _hand_rows():
+  """Summary rows with round numbers, so the formatted strings are known exactly."""
+  common = dict(baseline='baseline', confidence=0.95, n=5, n_paired=5, diverged=0,
+                train_acc_mean=0.9950, gap_std=0.001, best_epoch_mean=12.0,
+                stop_epoch_mean=22.4, zero_fraction_mean=0.125, weight_l2_mean=31.4159,
+                seconds_per_epoch_mean=0.25)
+  nan = math.nan
+  return [
+      dict(common, variant='baseline', test_acc_mean=0.9741, test_acc_std=0.0012,
+           diff_mean=0.0, diff_ci_low=nan, diff_ci_high=nan, p_value=nan,
+           significant=False, gap_mean=0.0209),
+      dict(common, variant='l2_1e-4', test_acc_mean=0.9776, test_acc_std=0.0010,
+           diff_mean=0.0035, diff_ci_low=-0.0010, diff_ci_high=0.0080, p_value=0.11,
+           significant=False, gap_mean=0.0174),
+      dict(common, variant='decay_1e-2', test_acc_mean=0.9941, test_acc_std=0.0005,
+           diff_mean=0.0200, diff_ci_low=0.0150, diff_ci_high=0.0250, p_value=0.0003,
+           significant=True, gap_mean=0.0009, diverged=1, n=4, n_paired=4),
+  ]
+
+
+class FormatTableTest(absltest.TestCase):
+
+  def test_numbers_markers_and_verdicts(self):
+    text = report.format_table(_hand_rows(), 'baseline')
+    for variant in ('baseline', 'l2_1e-4', 'decay_1e-2'):
+      self.assertIn(variant, text)
+    self.assertIn('97.41 ± 0.12', text)
+    self.assertIn('+0.35 [-0.10, +0.80]', text)
+    self.assertNotIn('+0.35 [-0.10, +0.80] *', text)
+    self.assertIn('+2.00 [+1.50, +2.50] *', text)
+    self.assertIn('99.50', text)       # Train accuracy, percent.
+    self.assertIn('+2.09', text)       # Gap, pp.
+    self.assertIn('12.0/22.4', text)   # Best/stop epoch.
+    self.assertIn('12.50', text)       # Zeros, percent.
+    self.assertIn('31.42', text)       # Weight norm.
+    self.assertIn('4 (1)', text)       # Seeds used (diverged).
+    self.assertIn('l2_1e-4: within noise (+0.35 pp', text)
+    self.assertIn('decay_1e-2: better than baseline by 2.00 pp', text)
+    self.assertLessEqual(max(len(line) for line in text.splitlines()), 120)
+
+  def test_worse_and_too_few_seeds_verdicts(self):
+    base, worse, lone = _hand_rows()
+    worse.update(diff_mean=-0.012, diff_ci_low=-0.02, diff_ci_high=-0.004,
+                 significant=True)
+    lone.update(n_paired=1, diff_ci_low=math.nan, diff_ci_high=math.nan,
+                p_value=math.nan, significant=False)
+    text = report.format_table([base, worse, lone], 'baseline')
+    self.assertIn('l2_1e-4: worse than baseline by 1.20 pp', text)
+    self.assertIn('decay_1e-2: cannot tell, only 1 seed(s)', text)
+
+
+class ResultsFilesTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = _tempdir(self)
+    recs = _records({'baseline': [0.90, 0.92, 0.91], 'l2': [0.93, 0.94, 0.92]})
+    recs.append(_record('l2', 3, math.nan, diverged=True, test_loss=math.inf))
+    self.records = recs
+    self.rows = report.summarize(recs, 'baseline')
+
+  def test_json_and_csv_parse_back_with_the_same_values(self):
+    paths = report.write_results(self.dir, self.rows, self.records)
+    self.assertEqual(paths, {'json': os.path.join(self.dir, 'results.json'),
+                             'csv': os.path.join(self.dir, 'results.csv')})
+    with open(paths['json']) as f:
+      data = json.load(f)
+    self.assertEqual(data['baseline'], 'baseline')
+    self.assertLen(data['records'], 7)
+    self.assertIsNone(data['records'][-1]['test_accuracy'])  # NaN -> null.
+    self.assertIsNone(data['records'][-1]['test_loss'])      # inf -> null.
+    self.assertIsNone(data['summary'][0]['p_value'])
+    for got, want in zip(data['summary'], self.rows):
+      for key, value in want.items():
+        if isinstance(value, float) and math.isnan(value):
+          self.assertIsNone(got[key], key)
+        else:
+          self.assertEqual(got[key], value, key)
+    with open(paths['csv'], newline='') as f:
+      lines = list(csv.DictReader(f))
+    self.assertLen(lines, 2)
+    l2 = lines[1]
+    self.assertEqual(l2['variant'], 'l2')
+    self.assertEqual(int(l2['diverged']), 1)
+    self.assertEqual(float(l2['diff_mean']), self.rows[1]['diff_mean'])  # Exact repr.
+    self.assertEqual(float(l2['diff_ci_low']), self.rows[1]['diff_ci_low'])
+    self.assertEqual(lines[0]['p_value'], '')  # NaN -> empty cell.
+    self.assertTrue(_no_temp_files(self.dir))
+
+  def test_metrics_writer_appends_one_valid_json_object_per_line(self):
+    path = os.path.join(self.dir, 'metrics.jsonl')
+    rows = [{'variant': 'baseline', 'seed': 0, 'epoch': e, 'val_loss': 1.0 / (e + 1),
+             'train_loss': math.nan if e == 2 else 0.5, 'seconds': np.float32(0.25)}
+            for e in range(3)]
+    with report.MetricsWriter(path) as w:
+      w.write(rows[0])
+      with open(path) as f:  # Flushed per line: visible before close.
+        self.assertLen(f.readlines(), 1)
+      w.write_all(rows[1:])
+    with self.assertRaises(ValueError):
+      w.write(rows[0])
+    with report.MetricsWriter(path) as w:  # Reopening appends.
+      w.write(rows[0])
+    with open(path) as f:
+      parsed = [json.loads(line) for line in f]
+    self.assertLen(parsed, 4)
+    self.assertIsNone(parsed[2]['train_loss'])
+    self.assertEqual(parsed[1]['val_loss'], 0.5)
+    self.assertEqual(parsed[0]['seconds'], 0.25)
+    self.assertEqual(report.read_metrics(path), parsed)
+
+
+def _history():
+  """Two variants, three seeds each, stopping after 5, 8 and 12 epochs."""
+  rows = []
+  for variant, offset in (('baseline', 0.0), ('dropout', 0.1)):
+    for seed, length in enumerate((5, 8, 12)):
+      for epoch in range(1, length + 1):
+        rows.append({'variant': variant, 'seed': seed, 'epoch': epoch,
+                     'val_loss': 1.0 / epoch + offset + 0.01 * seed,
+                     'val_accuracy': 1.0 - 1.0 / (epoch + 1) - offset,
+                     'train_loss': 0.9 / epoch, 'train_accuracy': 1.0 - 0.5 / epoch})
+  return rows
+
+
+class PlotCurvesTest(absltest.TestCase):
+
+  def test_mean_curve_averages_only_the_seeds_still_running(self):
+    history = _history()
+    history[0]['val_loss'] = math.nan  # Seed 0, epoch 1: a non-finite value is skipped.
+    epochs, mean, low, high = report.mean_curve(history, 'baseline', 'val_loss')
+    chex.assert_shape([epochs, mean, low, high], (12,))
+    np.testing.assert_allclose(epochs, np.arange(1, 13))
+    np.testing.assert_allclose(mean[0], 1.0 + 0.015)          # Seeds 1, 2.
+    np.testing.assert_allclose(mean[4], 0.2 + 0.01)           # Seeds 0, 1, 2.
+    np.testing.assert_allclose(mean[6], 1 / 7 + 0.015)        # Seeds 1, 2.
+    np.testing.assert_allclose(mean[11], 1 / 12 + 0.02)       # Seed 2 alone.
+    np.testing.assert_allclose((low[4], high[4]), (0.2, 0.22))
+
+  def test_writes_png_for_unequal_lengths_atomically(self):
+    folder = _tempdir(self)
+    path = os.path.join(folder, 'curves.png')
+    best = {('baseline', 0): 5, ('baseline', 2): 9, ('dropout', 1): 8,
+            ('dropout', 7): 3}  # Unknown seed: ignored.
+    self.assertEqual(report.plot_curves(_history(), path, best_epochs=best), path)
+    with open(path, 'rb') as f:
+      data = f.read()
+    self.assertEqual(data[:8], PNG_MAGIC)
+    self.assertGreater(len(data), 10_000)
+    self.assertEqual(os.listdir(folder), ['curves.png'])
+
+  def test_unknown_metric_raises_config_error(self):
+    with self.assertRaises(ConfigError) as cm:
+      report.plot_curves(_history(), os.path.join(_tempdir(self), 'x.png'),
+                         metrics=('val_los',))
+    self.assertEqual(cm.exception.field, 'metrics')
+
+
+class AtomicWriteTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = _tempdir(self)
+    self.path = os.path.join(self.dir, 'config.json')
+
+  def test_json_writes_null_for_nan_and_leaves_no_temp_files(self):
+    report.atomic_write_json(self.path, {'a': math.nan, 'b': (1, np.float64(2.5)),
+                                         'c': np.arange(3)})
+    with open(self.path) as f:
+      self.assertEqual(json.load(f), {'a': None, 'b': [1, 2.5], 'c': [0, 1, 2]})
+    self.assertEqual(os.listdir(self.dir), ['config.json'])
+    self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o644)
+
+  def test_unencodable_object_leaves_the_old_file_intact(self):
+    report.atomic_write_json(self.path, {'version': 1})
+    with self.assertRaises(TypeError):
+      report.atomic_write_json(self.path, {'version': 2, 'bad': object()})
+    with open(self.path) as f:
+      self.assertEqual(json.load(f), {'version': 1})
+    self.assertEqual(os.listdir(self.dir), ['config.json'])
+
+  def test_failure_midway_through_writing_leaves_the_old_file_intact(self):
+    report.atomic_write_text(self.path, 'old\n')
+    # A lone surrogate cannot be UTF-8 encoded: the write fails after the temp file exists.
+    with self.assertRaises(UnicodeEncodeError):
+      report.atomic_write_text(self.path, 'new' * 10_000 + '\ud800')
+    with open(self.path) as f:
+      self.assertEqual(f.read(), 'old\n')
+    self.assertEqual(os.listdir(self.dir), ['config.json'])
+
+  def test_creates_missing_parent_folder(self):
+    path = os.path.join(self.dir, 'sub', 'deeper', 'notes.txt')
+    report.atomic_write_text(path, 'hello')
+    with open(path) as f:
+      self.assertEqual(f.read(), 'hello')
+
+
+if __name__ == '__main__':
+  absltest.main()
