@@ -19,6 +19,9 @@ COMMON_OPTIONS: dict[str, tuple[Any, str]] = {
 }
 
 
+_KIND_NAMES = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'text'}
+
+
 def _parse_value(option: str, text: str, default: Any) -> Any:
   kind = type(default)
   try:
@@ -29,7 +32,7 @@ def _parse_value(option: str, text: str, default: Any) -> Any:
       return lowered in ('true', '1')
     return kind(text)
   except ValueError:
-    raise ConfigError(f'config arg {option}', text, f'must be a {kind.__name__}') from None
+    raise ConfigError(f'config arg {option}', text, f'must be {_KIND_NAMES[kind]}') from None
 
 
 def parse_arg(arg: str | None, extra: dict[str, tuple[Any, str]] | None = None
@@ -54,7 +57,7 @@ def parse_arg(arg: str | None, extra: dict[str, tuple[Any, str]] | None = None
     if not sep:
       if type(default) is not bool:
         raise ConfigError(f'config arg {name}', token,
-                          f'needs a value: {name}=<{type(default).__name__}>')
+                          f'needs a value: {name}=<{_KIND_NAMES[type(default)]}>')
       opts[name] = True
     else:
       opts[name] = _parse_value(name, text.strip(), default)

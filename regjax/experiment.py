@@ -57,13 +57,12 @@ def prepare_workdir(workdir: str) -> None:
                       'pass a new --workdir')
 
 
-def plan(config: ml_collections.ConfigDict
-         ) -> list[tuple[str, ml_collections.ConfigDict, Dataset]]:
+def plan(config: ml_collections.ConfigDict) -> list[tuple[str, train.Runner]]:
   """Validates the whole comparison before anything trains.
 
-  Returns [(variant name, its full config, its dataset)], loading each distinct data
-  config once and building every variant's model and optimizer, so that a bad value in
-  the last variant fails in a second, not after the first variants have trained.
+  Returns [(variant name, its Runner)], loading each distinct data config once and
+  building every variant's model and optimizer, so that a bad value in the last variant
+  fails in a second, not after the first variants have trained.
   """
   _check_top_level(config)
   datasets: dict[str, Dataset] = {}
@@ -74,10 +73,7 @@ def plan(config: ml_collections.ConfigDict
     key = json.dumps(vcfg.data.to_dict(), sort_keys=True)
     if key not in datasets:
       datasets[key] = load_dataset(vcfg.data)
-    data = datasets[key]
-    train.make_trainer(vcfg, data.num_classes, len(data.x_train))
-    train.penalty_hparams(vcfg.penalty)
-    out.append((name, vcfg, data))
+    out.append((name, train.Runner(vcfg, datasets[key])))
   return out
 
 
@@ -109,12 +105,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr
   report.atomic_write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   records, history = [], []
-  total, done, t_start = len(jobs) * config.seeds, 0, time.perf_counter()
+  total = sum(runner.config.seeds for _, runner in jobs)
+  done, t_start = 0, time.perf_counter()
   with report.MetricsWriter(os.path.join(workdir, 'metrics.jsonl')) as metrics:
-    for name, vcfg, data in jobs:
-      for i in range(vcfg.seeds):
-        seed = vcfg.seed + i
-        record, rows, _ = train.fit(vcfg, data, seed, on_epoch=_progress(name, i, vcfg.seeds, log))
+    for name, runner in jobs:
+      seeds = runner.config.seeds
+      for i in range(seeds):
+        seed = runner.config.seed + i
+        record, rows, _ = runner.fit(seed, on_epoch=_progress(name, i, seeds, log))
         for row in rows:
           full = {'variant': name, 'seed': seed, **row}
           metrics.write(full)

@@ -71,8 +71,8 @@ def validate_optimizer_config(opt_config: Any) -> None:
 
 
 def included_transforms(opt_config: Any, include: Iterable[str] = ()) -> tuple[str, ...]:
-  """Returns the OPTIONAL_TRANSFORMS in the chain: config value > 0 or named in include."""
-  include = tuple(include)
+  """Returns the OPTIONAL_TRANSFORMS in the chain: value > 0 or named in `include`."""
+  include = (include,) if isinstance(include, str) else tuple(include)
   for key in include:
     if key not in OPTIONAL_TRANSFORMS:
       raise ConfigError('include', key, f'names from {", ".join(OPTIONAL_TRANSFORMS)}')
@@ -81,8 +81,9 @@ def included_transforms(opt_config: Any, include: Iterable[str] = ()) -> tuple[s
 
 
 def hyperparam_names(opt_config: Any, include: Iterable[str] = ()) -> tuple[str, ...]:
-  """Returns the keys of `opt_state.hyperparams` for make_optimizer(opt_config, _, include)."""
-  base = {'sgd': (), 'momentum': ('momentum',)}.get(opt_config.name, ('b1', 'b2'))
+  """Returns the `opt_state.hyperparams` keys of make_optimizer(opt_config, _, include)."""
+  name = _field(opt_config, 'name')
+  base = {'sgd': (), 'momentum': ('momentum',)}.get(name, ('b1', 'b2'))
   return ('learning_rate',) + base + included_transforms(opt_config, include)
 
 
@@ -110,7 +111,7 @@ def make_optimizer(opt_config: Any, total_steps: int,
   Steps 2, 4, 6, 7 touch only leaves matching the `optimizer.mask` regex.
 
   Args:
-    opt_config: `config.optimizer` (see regjax/schema.py).
+    opt_config: `config.optimizer` (see regjax/schema.py), or a dict with its fields.
     total_steps: optimizer steps in the whole run (>= 1 for the cosine schedule, which
       decays the rate from learning_rate to 0 over them).
     include: names from OPTIONAL_TRANSFORMS to keep in the chain even at value 0.
@@ -119,14 +120,14 @@ def make_optimizer(opt_config: Any, total_steps: int,
     ConfigError: on a bad config field, total_steps or include name.
   """
   validate_optimizer_config(opt_config)
-  name = opt_config.name
-  if opt_config.schedule == 'cosine':
+  name = _field(opt_config, 'name')
+  if _field(opt_config, 'schedule') == 'cosine':
     if not (isinstance(total_steps, int) and total_steps >= 1):
       raise ConfigError('total_steps', total_steps, 'an int >= 1 for the cosine schedule')
     lr_factor = optax.cosine_decay_schedule(1.0, total_steps)
   else:
     lr_factor = None
-  mask_fn = masks.regex_mask_fn(opt_config.mask, 'optimizer.mask')
+  mask_fn = masks.regex_mask_fn(_field(opt_config, 'mask'), 'optimizer.mask')
   included = included_transforms(opt_config, include)
 
   # inject_hyperparams turns each numeric argument into a state array and passes None
@@ -157,7 +158,8 @@ def make_optimizer(opt_config: Any, total_steps: int,
       parts.append(transforms.max_norm(max_norm, mask_fn))
     return optax.chain(*parts)
 
-  hparams = {k: float(opt_config[k]) for k in hyperparam_names(opt_config, included)}
+  hparams = {k: float(_field(opt_config, k))
+             for k in hyperparam_names(opt_config, included)}
   return optax.inject_hyperparams(chain)(**hparams)
 
 

@@ -192,96 +192,143 @@ def make_trainer(config: ml_collections.ConfigDict, num_classes: int,
 STOP_PATIENCE, STOP_MAX_EPOCHS, STOP_NON_FINITE = 'patience', 'max_epochs', 'non_finite'
 
 
+class Runner:
+  """Trains one config on one dataset for any number of seeds, compiling once.
+
+  Seeds only change keys, which are arguments of the compiled epoch, so every seed of a
+  variant reuses one compiled program (`compile_seconds` is that one compilation).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, data: Dataset):
+    """Validates `config` against `data` and builds (but does not yet compile) the run."""
+    if len(data.x_val) == 0 and config.early_stopping.enabled:
+      raise ConfigError('data.validation_fraction', config.data.validation_fraction,
+                        'early stopping needs a validation split: use a fraction > 0 or '
+                        'set early_stopping.enabled=False')
+    self.config, self.data = config, data
+    self.trainer = make_trainer(config, data.num_classes, len(data.x_train))
+    self.hparams = penalty_hparams(config.penalty)
+    self.stopper = EarlyStopping.from_config(config.early_stopping)
+    self._epoch_compiled = None
+    self.compile_seconds = 0.0
+    self._device = {name: jax.device_put(getattr(data, name)) for name in
+                    ('x_train', 'y_train', 'x_val', 'y_val')}
+
+  def _init(self, seed: int):
+    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
+    state = self.trainer.init(init_key, self._device['x_train'][:1])
+    return state, self.stopper.init(state.params, state.batch_stats), (shuffle_key, dropout_key)
+
+  def _epoch(self, state, es_state, keys, epoch):
+    d, trainer = self._device, self.trainer
+    state, train_metrics = trainer.train_epoch(state, d['x_train'], d['y_train'],
+                                               self.hparams, keys[0], keys[1], epoch)
+    metrics = dict(train_metrics, **trainer.weight_stats(state.params))
+    if len(self.data.x_val):
+      val = trainer.evaluate(state.params, state.batch_stats, d['x_val'], d['y_val'])
+      metrics.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
+    es_state = self.stopper.update(es_state, metrics, state.params, state.batch_stats)
+    return state, es_state, metrics
+
+  def _compiled(self, state, es_state, keys):
+    if self._epoch_compiled is None:
+      # Ahead of time, so that compile seconds and per-epoch seconds are measured apart.
+      t0 = time.perf_counter()
+      self._epoch_compiled = jax.jit(self._epoch).lower(
+          state, es_state, keys, jnp.int32(0)).compile()
+      self.compile_seconds = time.perf_counter() - t0
+    return self._epoch_compiled
+
+  def fit(self, seed: int, on_epoch: Callable[[dict[str, float]], None] | None = None
+          ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, Any]]:
+    """Trains with early stopping on the validation split; tests once on the kept weights.
+
+    Args:
+      seed: this replicate's seed: `jax.random.key(seed)` split into init/shuffle/dropout.
+      on_epoch: called with each epoch's metrics row (floats) as soon as it is known.
+    Returns:
+      (record, history, variables): the run's summary record (see regjax/report.py), one
+      metrics row per epoch, and the final {'params', 'batch_stats'}.
+    """
+    state, es_state, keys = self._init(seed)
+    epoch_fn = self._compiled(state, es_state, keys)
+    history, stop_reason, diverged = [], STOP_MAX_EPOCHS, False
+    for epoch in range(self.config.train.epochs):
+      t0 = time.perf_counter()
+      state, es_state, metrics = epoch_fn(state, es_state, keys, jnp.int32(epoch))
+      metrics = jax.device_get(metrics)
+      row = {'epoch': epoch, **{k: float(v) for k, v in metrics.items()},
+             'seconds': time.perf_counter() - t0}
+      history.append(row)
+      if on_epoch is not None:
+        on_epoch(row)
+      if not math.isfinite(row['train_loss']):
+        stop_reason, diverged = STOP_NON_FINITE, True
+        break
+      if bool(es_state.stopped):
+        stop_reason = early_stopping.reason_name(int(es_state.reason))
+        diverged = stop_reason == STOP_NON_FINITE
+        break
+
+    params, batch_stats = self.stopper.best_variables(es_state, state.params,
+                                                      state.batch_stats)
+    data, nan = self.data, float('nan')
+    final = {'train': self.evaluate(params, batch_stats, data.x_train, data.y_train)}
+    if len(data.x_val):
+      final['val'] = self.evaluate(params, batch_stats, data.x_val, data.y_val)
+    # The test set is touched exactly once, here, on the weights that will be reported.
+    final['test'] = self.evaluate(params, batch_stats, data.x_test, data.y_test)
+    stats = jax.device_get(self.trainer.weight_stats(params))
+    record = {
+        'seed': seed,
+        'test_accuracy': final['test']['accuracy'],
+        'test_loss': final['test']['loss'],
+        'train_accuracy': final['train']['accuracy'],
+        'train_loss': final['train']['loss'],
+        'val_accuracy': final['val']['accuracy'] if 'val' in final else nan,
+        'val_loss': final['val']['loss'] if 'val' in final else nan,
+        'best_epoch': int(es_state.best_epoch),
+        'stop_epoch': len(history) - 1,
+        'epochs_run': len(history),
+        'stop_reason': stop_reason,
+        'zero_fraction': float(stats['zero_fraction']),
+        'weight_l2': float(stats['weight_l2']),
+        'weight_l1': float(stats['weight_l1']),
+        'seconds_per_epoch': float(np.mean([r['seconds'] for r in history])),
+        'compile_seconds': self.compile_seconds,
+        'diverged': diverged,
+    }
+    return record, history, {'params': params, 'batch_stats': batch_stats}
+
+  def evaluate(self, params, batch_stats, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Inference-mode {'loss', 'accuracy'} on x (N, ...), y (N,) as Python floats.
+
+    Runs in fixed chunks of `train.eval_batch_size` examples (the last one padded), so
+    the train, validation and test sets share one compiled program.
+    """
+    size = min(self.trainer.eval_batch_size, max(len(x), 1))
+    if not hasattr(self, '_eval_chunk'):
+      self._eval_chunk = jax.jit(self._chunk_sums)
+    totals = np.zeros(2)
+    for start in range(0, len(x), size):
+      xb, yb = x[start:start + size], y[start:start + size]
+      valid = np.arange(size) < len(xb)
+      pad = size - len(xb)
+      xb = np.pad(xb, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+      yb = np.pad(yb, (0, pad))
+      totals += np.asarray(self._eval_chunk(params, batch_stats, xb, yb, valid))
+    return {'loss': float(totals[0] / len(x)), 'accuracy': float(totals[1] / len(x))}
+
+  def _chunk_sums(self, params, batch_stats, x, y, valid):
+    logits = self.trainer.model.apply({'params': params, 'batch_stats': batch_stats}, x,
+                                      train=False)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = jnp.argmax(logits, -1) == y
+    return jnp.stack([jnp.sum(loss * valid), jnp.sum(correct * valid)])
+
+
 def fit(config: ml_collections.ConfigDict, data: Dataset, seed: int,
         on_epoch: Callable[[dict[str, float]], None] | None = None
         ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, Any]]:
-  """Trains one model with early stopping on the validation split; tests it once.
-
-  Args:
-    config: a full regjax config (regjax/schema.py).
-    data: the splits; validation drives early stopping, test is evaluated once, on the
-      final (restored best) weights.
-    seed: this replicate's seed: `jax.random.key(seed)` split into init/shuffle/dropout.
-    on_epoch: called with each epoch's metrics row (floats) as soon as it is known.
-  Returns:
-    (record, history, variables): the run's summary record (see regjax/report.py), one
-    metrics row per epoch, and the final {'params', 'batch_stats'}.
-  """
-  if len(data.x_val) == 0 and config.early_stopping.enabled:
-    raise ConfigError('data.validation_fraction', config.data.validation_fraction,
-                      'early stopping needs a validation split: use a fraction > 0 or '
-                      'set early_stopping.enabled=False')
-  trainer = make_trainer(config, data.num_classes, len(data.x_train))
-  hparams = penalty_hparams(config.penalty)
-  stopper = EarlyStopping.from_config(config.early_stopping)
-  init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
-
-  x_train, y_train = jax.device_put(data.x_train), jax.device_put(data.y_train)
-  x_val, y_val = jax.device_put(data.x_val), jax.device_put(data.y_val)
-  state = trainer.init(init_key, x_train[:1])
-  es_state = stopper.init(state.params, state.batch_stats)
-
-  def epoch_fn(state, es_state, epoch):
-    state, train_metrics = trainer.train_epoch(state, x_train, y_train, hparams,
-                                               shuffle_key, dropout_key, epoch)
-    metrics = dict(train_metrics, **trainer.weight_stats(state.params))
-    if len(data.x_val):
-      val = trainer.evaluate(state.params, state.batch_stats, x_val, y_val)
-      metrics.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
-    es_state = stopper.update(es_state, metrics, state.params, state.batch_stats)
-    return state, es_state, metrics
-
-  # Compile ahead of time so that compile seconds and per-epoch seconds are separate.
-  t0 = time.perf_counter()
-  epoch_compiled = jax.jit(epoch_fn).lower(state, es_state, jnp.int32(0)).compile()
-  compile_seconds = time.perf_counter() - t0
-
-  history, stop_reason, diverged = [], STOP_MAX_EPOCHS, False
-  for epoch in range(config.train.epochs):
-    t0 = time.perf_counter()
-    state, es_state, metrics = epoch_compiled(state, es_state, jnp.int32(epoch))
-    metrics = jax.device_get(metrics)
-    row = {'epoch': epoch, **{k: float(v) for k, v in metrics.items()},
-           'seconds': time.perf_counter() - t0}
-    history.append(row)
-    if on_epoch is not None:
-      on_epoch(row)
-    if not math.isfinite(row['train_loss']):
-      stop_reason, diverged = STOP_NON_FINITE, True
-      break
-    if bool(es_state.stopped):
-      stop_reason = early_stopping.reason_name(int(es_state.reason))
-      diverged = stop_reason == STOP_NON_FINITE
-      break
-
-  params, batch_stats = stopper.best_variables(es_state, state.params, state.batch_stats)
-  evaluate = jax.jit(trainer.evaluate)
-  final = {'train': evaluate(params, batch_stats, x_train, y_train)}
-  if len(data.x_val):
-    final['val'] = evaluate(params, batch_stats, x_val, y_val)
-  # The test set is touched exactly once, here, on the weights that will be reported.
-  final['test'] = evaluate(params, batch_stats, jax.device_put(data.x_test),
-                           jax.device_put(data.y_test))
-  final = jax.device_get(final)
-  stats = jax.device_get(trainer.weight_stats(params))
-  nan = float('nan')
-  record = {
-      'seed': seed,
-      'test_accuracy': float(final['test']['accuracy']),
-      'test_loss': float(final['test']['loss']),
-      'train_accuracy': float(final['train']['accuracy']),
-      'train_loss': float(final['train']['loss']),
-      'val_accuracy': float(final['val']['accuracy']) if 'val' in final else nan,
-      'val_loss': float(final['val']['loss']) if 'val' in final else nan,
-      'best_epoch': int(es_state.best_epoch),
-      'stop_epoch': len(history) - 1,
-      'epochs_run': len(history),
-      'stop_reason': stop_reason,
-      'zero_fraction': float(stats['zero_fraction']),
-      'weight_l2': float(stats['weight_l2']),
-      'weight_l1': float(stats['weight_l1']),
-      'seconds_per_epoch': float(np.mean([r['seconds'] for r in history])),
-      'compile_seconds': compile_seconds,
-      'diverged': diverged,
-  }
-  return record, history, {'params': params, 'batch_stats': batch_stats}
+  """One run: `Runner(config, data).fit(seed, on_epoch)` (see `Runner.fit`)."""
+  return Runner(config, data).fit(seed, on_epoch)

@@ -2,10 +2,10 @@
 
 In a config file:
 
-  config.variants = variants.make(baseline={}, l2_1e-4={'penalty.l2': 1e-4})
+  variants.set_variants(config, baseline={}, l2_1e-4={'penalty.l2': 1e-4})
 
-and the runner trains `variant_config(config, name)` for each name. The first variant is
-the baseline that differences are measured against.
+and the runner trains `variant_config(config, name)` for each name in `config.order`. The
+first variant is the baseline that differences are measured against.
 """
 
 import copy
@@ -37,14 +37,29 @@ def make(**named_overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
   return out
 
 
+def set_variants(config: ml_collections.ConfigDict,
+                 **named_overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Sets `config.variants` (see `make`) and `config.order` (the given order); returns config."""
+  config.variants = make(**named_overrides)
+  config.order = ','.join(named_overrides)
+  return config
+
+
+def _split(text: str) -> list[str]:
+  return [n.strip() for n in text.split(',') if n.strip()]
+
+
 def names(config: ml_collections.ConfigDict) -> list[str]:
-  """The variants to run, in order: all of `config.variants`, or those in `config.only`."""
-  all_names = list(config.variants.keys())
+  """The variants to run, in order: all of `config.order`, or those in `config.only`."""
+  all_names = _split(config.order)
   if not all_names:
-    raise ConfigError('variants', {}, 'a comparison needs at least one variant')
+    raise ConfigError('order', config.order, 'a comparison needs at least one variant')
+  if sorted(all_names) != sorted(config.variants.keys()):
+    raise ConfigError('order', config.order, 'must name each of config.variants once: '
+                      f'{", ".join(sorted(config.variants.keys()))}')
   if not config.get('only'):
     return all_names
-  chosen = [n.strip() for n in config.only.split(',') if n.strip()]
+  chosen = _split(config.only)
   for n in chosen:
     if n not in all_names:
       raise ConfigError('only', n, f'unknown variant; allowed: {", ".join(all_names)}')
@@ -55,7 +70,7 @@ def _apply(target: ml_collections.ConfigDict, overrides: ml_collections.ConfigDi
            prefix: str) -> None:
   for key, value in overrides.items():
     path = f'{prefix}.{key}'
-    if key not in target or key in ('variants', 'only'):
+    if key not in target or key in ('variants', 'order', 'only'):
       raise ConfigError(path, value, 'overrides a field that the schema does not have '
                         '(see regjax/schema.py)')
     if isinstance(value, ml_collections.ConfigDict):

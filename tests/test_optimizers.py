@@ -83,8 +83,8 @@ class LassoTest(absltest.TestCase):
     cls.init = {'Dense_0': {'kernel': jnp.zeros((x.shape[1], 1)), 'bias': jnp.zeros(1)}}
 
   def _fit(self, **overrides):
-    tx = optimizers.make_optimizer(_config(name='sgd', learning_rate=self.lr, **overrides),
-                                   total_steps=2000)
+    cfg = _config(name='sgd', learning_rate=self.lr, **overrides)
+    tx = optimizers.make_optimizer(cfg, total_steps=2000)
     p = _train(tx, self.init, self.grads_fn, 2000)
     return np.asarray(p['Dense_0']['kernel'][:, 0])
 
@@ -95,10 +95,12 @@ class LassoTest(absltest.TestCase):
     self.assertEqual(int(np.sum(w == 0)), 15)
 
   def test_l1_subgradient_gets_close_but_leaves_no_exact_zeros(self):
+    # The cosine decay lets the subgradient iterates settle (at a constant rate they
+    # oscillate by ~lr * alpha); they still straddle 0 instead of landing on it.
     w = self._fit(l1_subgradient=self.ALPHA, schedule='cosine')
-    np.testing.assert_allclose(w, self.reference, atol=0.05)
-    self.assertLessEqual(int(np.sum(w == 0)), 1)
-    self.assertGreater(np.abs(w[self.reference == 0]).max(), 1e-6)
+    np.testing.assert_allclose(w, self.reference, atol=5e-3)
+    self.assertLess(np.abs(w[self.reference == 0]).max(), 1e-2)  # Small ...
+    self.assertLessEqual(int(np.sum(w == 0)), 1)  # ... but (almost) never exactly 0.
 
 
 class DecoupledDecayTest(parameterized.TestCase):
@@ -136,9 +138,10 @@ class DecoupledDecayTest(parameterized.TestCase):
     cfg = dict(learning_rate=0.01, b1=0.8, b2=0.99, weight_decay=0.1)
     got = _train(optimizers.make_optimizer(_config(name='adamw', **cfg), 20), params,
                  grads_fn, 20)
-    ref = optax.adamw(0.01, b1=0.8, b2=0.99, weight_decay=0.1, mask=masks.regex_mask_fn())
-    chex.assert_trees_all_close(got, _train(ref, params, grads_fn, 20), rtol=1e-5,
-                                atol=1e-6)
+    ref = optax.inject_hyperparams(optax.adamw, static_args='mask')(
+        0.01, b1=0.8, b2=0.99, weight_decay=0.1, mask=masks.regex_mask_fn())
+    chex.assert_trees_all_close(got, _train(ref, params, grads_fn, 20), rtol=1e-6,
+                                atol=1e-7)
 
 
 class ChainTest(parameterized.TestCase):
@@ -148,19 +151,20 @@ class ChainTest(parameterized.TestCase):
     params = _params()
     grads_fn = lambda p: jax.tree.map(lambda w: jnp.cos(2.0 * w), p)
     cfg = _config(name=name, learning_rate=0.05)
-    everything = optimizers.make_optimizer(cfg, 10, include=optimizers.OPTIONAL_TRANSFORMS)
+    everything = optimizers.make_optimizer(cfg, 10,
+                                           include=optimizers.OPTIONAL_TRANSFORMS)
     plain = optimizers.make_optimizer(cfg, 10)
     self.assertLen(everything.init(params).hyperparams,
                    len(plain.init(params).hyperparams) + 5)
     got = _train(everything, params, grads_fn, 10)
-    # Same chain minus the 0-strength transforms; they return their input bit-for-bit
-    # (tests/test_transforms.py), here only XLA fusion may move a last bit.
-    chex.assert_trees_all_close(got, _train(plain, params, grads_fn, 10), rtol=1e-6,
+    # Same chain minus the 0-strength transforms, which return their input bit-for-bit.
+    chex.assert_trees_all_equal(got, _train(plain, params, grads_fn, 10))
+    # optax's own optimizers, with hyperparameters held as float32 arrays like ours.
+    reference = {'sgd': lambda: optax.inject_hyperparams(optax.sgd)(0.05),
+                 'momentum': lambda: optax.inject_hyperparams(optax.sgd)(0.05, 0.9),
+                 'adam': lambda: optax.inject_hyperparams(optax.adam)(0.05)}[name]()
+    chex.assert_trees_all_close(got, _train(reference, params, grads_fn, 10), rtol=1e-6,
                                 atol=1e-7)
-    reference = {'sgd': optax.sgd(0.05), 'momentum': optax.sgd(0.05, momentum=0.9),
-                 'adam': optax.adam(0.05)}[name]
-    chex.assert_trees_all_close(got, _train(reference, params, grads_fn, 10), rtol=1e-5,
-                                atol=1e-6)
 
   def test_cosine_schedule_scales_the_peak_rate(self):
     tx = optimizers.make_optimizer(_config(name='sgd', learning_rate=2.0,
@@ -255,8 +259,10 @@ class ValidationTest(parameterized.TestCase):
       ('mask', '['), ('mask', None),
   )
   def test_bad_value_raises_one_line_config_error_naming_the_field(self, key, value):
+    fields = _config().to_dict()  # A dict: ConfigDict itself refuses some bad types.
+    fields[key] = value
     with self.assertRaises(ConfigError) as ctx:
-      optimizers.make_optimizer(_config(**{key: value}), 10)
+      optimizers.make_optimizer(fields, 10)
     self.assertEqual(ctx.exception.field, f'optimizer.{key}')
     self.assertTrue(str(ctx.exception).startswith(f'optimizer.{key}='))
     self.assertNotIn('\n', str(ctx.exception))

@@ -103,8 +103,8 @@ class MaxNormTest(parameterized.TestCase):
       self.assertLessEqual(norms_after.max(), c + 1e-5)
       np.testing.assert_allclose(norms_after[big], c, rtol=1e-6)
       # Capped units are rescaled, not reshaped.
-      np.testing.assert_allclose(after[..., big], before[..., big] * c / norms_before[big],
-                                 rtol=1e-5)
+      np.testing.assert_allclose(after[..., big],
+                                 before[..., big] * c / norms_before[big], rtol=1e-5)
       # Units within c get exactly the incoming update.
       np.testing.assert_array_equal(np.asarray(out[name]['kernel'])[..., ~big],
                                     np.asarray(updates[name]['kernel'])[..., ~big])
