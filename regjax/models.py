@@ -84,45 +84,8 @@ class _Hidden(nn.Module):
     return Dropout(self.dropout_rate, self.dropout_mode)(x, train)
 
 
-class MLP(nn.Module):
-  """Flatten -> [Dense -> (BatchNorm) -> activation -> Dropout] per width -> Dense logits.
-
-  The defaults reproduce the classic notebook model: Dense 128 relu, Dropout, Dense 10.
-  Inputs (B, ...) are flattened to (B, D); outputs are logits (B, num_classes): the
-  softmax lives in the loss.
-  """
-  widths: Sequence[int] = (128,)
-  num_classes: int = 10
-  activation: str = 'relu'
-  dropout_rate: float = 0.5
-  dropout_mode: str = 'inverted'
-  input_dropout_rate: float = 0.0
-  batch_norm: bool = False
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
-  kernel_init_scale: float = 1.0
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """x: (B, ...) float32 -> logits (B, num_classes)."""
-    x = x.reshape((x.shape[0], -1))
-    x = Dropout(self.input_dropout_rate, self.dropout_mode)(x, train)
-    init = _kernel_init(self.kernel_init_scale)
-    for width in self.widths:
-      # A bias before BatchNorm is redundant: BatchNorm's own bias replaces it.
-      x = nn.Dense(width, use_bias=not self.batch_norm, kernel_init=init)(x)
-      x = _Hidden(self.activation, self.dropout_rate, self.dropout_mode, self.batch_norm,
-                  self.bn_momentum, self.bn_epsilon)(x, train)
-    return nn.Dense(self.num_classes, kernel_init=init)(x)
-
-
-class CNN(nn.Module):
-  """Conv 3x3 -> Conv 3x3 -> max-pool 2x2 -> [Dense -> Dropout] per width -> Dense logits.
-
-  Each conv is followed by (BatchNorm) and the activation; dropout follows the pooling
-  and each hidden Dense. Inputs (B, H, W, C) images; outputs logits (B, num_classes).
-  """
-  conv_features: Sequence[int] = (32, 64)
+class _Classifier(nn.Module):
+  """The options MLP and CNN share (see `make_model` and regjax/schema.py)."""
   widths: Sequence[int] = (128,)
   num_classes: int = 10
   activation: str = 'relu'
@@ -134,6 +97,41 @@ class CNN(nn.Module):
   bn_epsilon: float = 1e-5
   kernel_init_scale: float = 1.0
 
+  def _hidden(self, x: jax.Array, train: bool, dropout_rate: float) -> jax.Array:
+    return _Hidden(self.activation, dropout_rate, self.dropout_mode, self.batch_norm,
+                   self.bn_momentum, self.bn_epsilon)(x, train)
+
+
+class MLP(_Classifier):
+  """Flatten -> [Dense -> (BatchNorm) -> activation -> Dropout] per width -> Dense logits.
+
+  The defaults reproduce the classic notebook model: Dense 128 relu, Dropout, Dense 10.
+  Inputs (B, ...) are flattened to (B, D); outputs are logits (B, num_classes): the
+  softmax lives in the loss.
+  """
+  dropout_rate: float = 0.5  # The notebook's rate; make_model passes the config's.
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x: (B, ...) float32 -> logits (B, num_classes)."""
+    x = x.reshape((x.shape[0], -1))
+    x = Dropout(self.input_dropout_rate, self.dropout_mode)(x, train)
+    init = _kernel_init(self.kernel_init_scale)
+    for width in self.widths:
+      # A bias before BatchNorm is redundant: BatchNorm's own bias replaces it.
+      x = nn.Dense(width, use_bias=not self.batch_norm, kernel_init=init)(x)
+      x = self._hidden(x, train, self.dropout_rate)
+    return nn.Dense(self.num_classes, kernel_init=init)(x)
+
+
+class CNN(_Classifier):
+  """Conv 3x3 -> Conv 3x3 -> max-pool 2x2 -> [Dense -> Dropout] per width -> Dense logits.
+
+  Each conv is followed by (BatchNorm) and the activation; dropout follows the pooling
+  and each hidden Dense. Inputs (B, H, W, C) images; outputs logits (B, num_classes).
+  """
+  conv_features: Sequence[int] = (32, 64)
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """x: (B, H, W, C) float32 -> logits (B, num_classes)."""
@@ -141,15 +139,13 @@ class CNN(nn.Module):
     x = Dropout(self.input_dropout_rate, self.dropout_mode)(x, train)
     for features in self.conv_features:
       x = nn.Conv(features, (3, 3), use_bias=not self.batch_norm, kernel_init=init)(x)
-      x = _Hidden(self.activation, 0.0, self.dropout_mode, self.batch_norm,
-                  self.bn_momentum, self.bn_epsilon)(x, train)
+      x = self._hidden(x, train, 0.0)
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = Dropout(self.dropout_rate, self.dropout_mode)(x, train)
     for width in self.widths:
       x = nn.Dense(width, use_bias=not self.batch_norm, kernel_init=init)(x)
-      x = _Hidden(self.activation, self.dropout_rate, self.dropout_mode, self.batch_norm,
-                  self.bn_momentum, self.bn_epsilon)(x, train)
+      x = self._hidden(x, train, self.dropout_rate)
     return nn.Dense(self.num_classes, kernel_init=init)(x)
 
 
