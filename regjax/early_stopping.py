@@ -200,8 +200,12 @@ class EarlyStopping:
       The new state (equal to `state` if it had already stopped).
 
     Raises:
-      ConfigError: at trace time, if `monitor` is not a key of `metrics`.
+      ConfigError: at trace time, if `monitor` is not a key of `metrics` (allowed only
+        when disabled, for a run without a validation split).
     """
+    if self.monitor not in metrics and not self.enabled:
+      # Disabled and nothing to watch (e.g. no validation split): only count the epoch.
+      return state.replace(epoch=jnp.where(state.stopped, state.epoch, state.epoch + 1))
     if self.monitor not in metrics:
       raise ConfigError('early_stopping.monitor', self.monitor,
                         f'not among the metrics: {", ".join(sorted(metrics))}')

@@ -488,7 +488,7 @@ def mean_curve(history: Iterable[Mapping[str, Any]], variant: str,
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: str,
-                metrics: Sequence[str] = DEFAULT_CURVE_METRICS,
+                metrics: Sequence[str] | None = None,
                 best_epochs: Mapping[tuple[str, int], int] | None = None) -> str:
   """Saves one PNG (dpi 150) with a subplot per metric, epoch on x, a colour per variant.
 
@@ -499,7 +499,8 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str,
   Args:
     history: history rows with 'variant', 'seed', 'epoch' and each of `metrics`.
     path: the PNG to write (atomically; the folder is created if missing).
-    metrics: history keys to plot, one subplot each.
+    metrics: history keys to plot, one subplot each; None plots those of
+      DEFAULT_CURVE_METRICS that the history has (no val_* without a validation split).
     best_epochs: optional {(variant, seed): best epoch}; each seed's value at its best
       epoch gets a marker on the subplots of 'val_*' metrics.
 
@@ -508,9 +509,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str,
   """
   if not history:
     raise ConfigError('history', [], 'at least one history row to plot')
+  present = set().union(*(row.keys() for row in history))
+  if metrics is None:
+    metrics = [m for m in DEFAULT_CURVE_METRICS if m in present]
   if not metrics:
     raise ConfigError('metrics', metrics, 'at least one history key to plot')
-  present = set().union(*(row.keys() for row in history))
   for m in metrics:
     if m not in present:
       raise ConfigError('metrics', m, f'one of the history keys {sorted(present)}')

@@ -164,6 +164,19 @@ class StateMachineTest(parameterized.TestCase):
         r'train_loss, val_loss$'):
       jax.jit(es.update)(state, {'val_loss': 1.0, 'train_loss': 2.0}, _params(0), {})
 
+  def test_disabled_without_its_monitor_only_counts_epochs(self):
+    # A run with no validation split disables early stopping; it must still train.
+    es = es_lib.EarlyStopping(monitor='val_loss', enabled=False)
+    state = es.init(_params(0), {})
+    update = jax.jit(es.update)
+    for epoch in range(3):
+      state = update(state, {'train_loss': jnp.float32(1.0)}, _params(epoch), {})
+    self.assertEqual(int(state.epoch), 3)
+    self.assertFalse(bool(state.stopped))
+    self.assertEqual(int(state.best_epoch), -1)
+    params, _ = es.best_variables(state, _params(2), {})
+    np.testing.assert_array_equal(params['w'], _params(2)['w'])
+
   def test_reason_names(self):
     self.assertEqual([es_lib.reason_name(c) for c in range(3)],
                      ['running', 'patience', 'non_finite'])

@@ -316,6 +316,15 @@ class PlotCurvesTest(absltest.TestCase):
     self.assertGreater(len(data), 10_000)
     self.assertEqual(os.listdir(folder), ['curves.png'])
 
+  def test_default_metrics_skip_those_the_history_lacks(self):
+    # A run without a validation split has no val_* metrics; the default plots the rest.
+    history = [{k: v for k, v in row.items() if not k.startswith('val_')}
+               for row in _history()]
+    path = os.path.join(_tempdir(self), 'curves.png')
+    report.plot_curves(history, path)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(8), PNG_MAGIC)
+
   def test_unknown_metric_raises_config_error(self):
     with self.assertRaises(ConfigError) as cm:
       report.plot_curves(_history(), os.path.join(_tempdir(self), 'x.png'),
