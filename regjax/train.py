@@ -9,6 +9,8 @@ whole run can later be `jax.vmap`-ed over seeds and strengths without recompilin
 Randomness: one `jax.random.key(seed)` split into three roles: `init` (parameters),
 `shuffle` (epoch e's order is `permutation(fold_in(shuffle, e))`) and `dropout` (step t's
 masks use `fold_in(dropout, t)`), so a run is reproducible and needs no RNG state.
+Hence a checkpoint of the states after epoch k (regjax/checkpointing.py) is all that
+`Runner.fit` needs to resume and end bit for bit as if never interrupted.
 """
 
 import dataclasses
@@ -24,6 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from regjax import checkpointing
 from regjax import masks
 from regjax import penalties
 from regjax.data import Dataset
@@ -192,11 +195,35 @@ def make_trainer(config: ml_collections.ConfigDict, num_classes: int,
 STOP_PATIENCE, STOP_MAX_EPOCHS, STOP_NON_FINITE = 'patience', 'max_epochs', 'non_finite'
 
 
+def _stop_after(row: dict[str, float], es_state: early_stopping.EarlyStoppingState,
+                monitor: str) -> dict[str, Any] | None:
+  """Why training stops after the epoch of `row`, or None if it goes on.
+
+  A dict {'reason', 'diverged', 'diverged_epoch', 'diverged_metric'}: a non-finite
+  training loss, or early stopping's non-finite monitored value, is a divergence.
+  """
+  if not math.isfinite(row['train_loss']):
+    return {'reason': STOP_NON_FINITE, 'diverged': True, 'diverged_epoch': row['epoch'],
+            'diverged_metric': 'train_loss'}
+  if bool(es_state.stopped):
+    reason = early_stopping.reason_name(int(es_state.reason))
+    diverged = reason == STOP_NON_FINITE
+    return {'reason': reason, 'diverged': diverged,
+            'diverged_epoch': int(es_state.stop_epoch) if diverged else None,
+            'diverged_metric': monitor if diverged else None}
+  return None
+
+
+_RAN_OUT = {'reason': STOP_MAX_EPOCHS, 'diverged': False, 'diverged_epoch': None,
+            'diverged_metric': None}
+
+
 class Runner:
   """Trains one config on one dataset for any number of seeds, compiling once.
 
   Seeds only change keys, which are arguments of the compiled epoch, so every seed of a
-  variant reuses one compiled program (`compile_seconds` is that one compilation).
+  variant reuses one compiled program (`compile_seconds` is that one compilation,
+  tracing included).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, data: Dataset):
@@ -209,7 +236,9 @@ class Runner:
     self.trainer = make_trainer(config, data.num_classes, len(data.x_train))
     self.hparams = penalty_hparams(config.penalty)
     self.stopper = EarlyStopping.from_config(config.early_stopping)
+    self._epoch_lowered = None
     self._epoch_compiled = None
+    self._lower_seconds = 0.0
     self.compile_seconds = 0.0
     self._device = {name: jax.device_put(getattr(data, name)) for name in
                     ('x_train', 'y_train', 'x_val', 'y_val')}
@@ -230,30 +259,70 @@ class Runner:
     es_state = self.stopper.update(es_state, metrics, state.params, state.batch_stats)
     return state, es_state, metrics
 
+  def _lowered(self, state, es_state, keys):
+    if self._epoch_lowered is None:
+      t0 = time.perf_counter()
+      self._epoch_lowered = jax.jit(self._epoch).lower(state, es_state, keys, jnp.int32(0))
+      self._lower_seconds = time.perf_counter() - t0
+    return self._epoch_lowered
+
   def _compiled(self, state, es_state, keys):
     if self._epoch_compiled is None:
       # Ahead of time, so that compile seconds and per-epoch seconds are measured apart.
+      lowered = self._lowered(state, es_state, keys)
       t0 = time.perf_counter()
-      self._epoch_compiled = jax.jit(self._epoch).lower(
-          state, es_state, keys, jnp.int32(0)).compile()
-      self.compile_seconds = time.perf_counter() - t0
+      self._epoch_compiled = lowered.compile()
+      self.compile_seconds = self._lower_seconds + time.perf_counter() - t0
+      self._epoch_lowered = None  # Only the compiled program is needed from now on.
     return self._epoch_compiled
 
-  def fit(self, seed: int, on_epoch: Callable[[dict[str, float]], None] | None = None
+  def trace(self) -> None:
+    """Traces the epoch program without compiling it (a fraction of a second).
+
+    Some bad values only show while tracing (an early_stopping.monitor that is not a
+    metric); calling this for every variant before training makes them fail first.
+    The trace is kept, so `fit` does not trace again.
+    """
+    self._lowered(*self._init(self.config.seed))
+
+  def fit(self, seed: int, on_epoch: Callable[[dict[str, float]], None] | None = None,
+          checkpoints: checkpointing.RunCheckpoints | None = None,
+          stop_requested: Callable[[], bool] | None = None
           ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, Any]]:
     """Trains with early stopping on the validation split; tests once on the kept weights.
 
     Args:
       seed: this replicate's seed: `jax.random.key(seed)` split into init/shuffle/dropout.
-      on_epoch: called with each epoch's metrics row (floats) as soon as it is known.
+      on_epoch: called with each newly trained epoch's metrics row (floats).
+      checkpoints: this run's checkpoints, or None. The run resumes from the newest one
+        (epochs already done are not trained again, nor passed to `on_epoch`), saves as
+        it goes (see regjax/checkpointing.py) and always saves its final state.
+      stop_requested: polled before each epoch; when it returns True the state is
+        checkpointed and `checkpointing.Interrupted` is raised.
     Returns:
       (record, history, variables): the run's summary record (see regjax/report.py), one
-      metrics row per epoch, and the final {'params', 'batch_stats'}.
+      metrics row per epoch (restored rows included), and the final {'params',
+      'batch_stats'}. A resumed run returns exactly what an uninterrupted one does,
+      wall-clock seconds aside.
+    Raises:
+      checkpointing.Interrupted: after `stop_requested()` was true and the state saved.
     """
     state, es_state, keys = self._init(seed)
     epoch_fn = self._compiled(state, es_state, keys)
-    history, stop_reason, diverged = [], STOP_MAX_EPOCHS, False
-    for epoch in range(self.config.train.epochs):
+    history, stop = [], None
+    if checkpoints is not None:
+      restored = checkpoints.restore(state, es_state)
+      if restored is not None:
+        state, es_state = restored.state, restored.es_state
+        history, stop = list(restored.history), restored.stop
+    epochs = self.config.train.epochs
+    while stop is None and len(history) < epochs:
+      if stop_requested is not None and stop_requested():
+        if checkpoints is not None and history:
+          checkpoints.save(len(history), state, es_state, history, force=True)
+          checkpoints.wait()
+        raise checkpointing.Interrupted(len(history))
+      epoch = len(history)
       t0 = time.perf_counter()
       state, es_state, metrics = epoch_fn(state, es_state, keys, jnp.int32(epoch))
       metrics = jax.device_get(metrics)
@@ -262,13 +331,13 @@ class Runner:
       history.append(row)
       if on_epoch is not None:
         on_epoch(row)
-      if not math.isfinite(row['train_loss']):
-        stop_reason, diverged = STOP_NON_FINITE, True
-        break
-      if bool(es_state.stopped):
-        stop_reason = early_stopping.reason_name(int(es_state.reason))
-        diverged = stop_reason == STOP_NON_FINITE
-        break
+      stop = _stop_after(row, es_state, self.stopper.monitor)
+      if stop is None and len(history) == epochs:
+        stop = _RAN_OUT
+      if checkpoints is not None:
+        # The final state is always saved; the others as the saving policy allows.
+        checkpoints.save(len(history), state, es_state, history, stop, force=stop is not None)
+    stop = stop or _RAN_OUT
 
     params, batch_stats = self.stopper.best_variables(es_state, state.params,
                                                       state.batch_stats)
@@ -290,13 +359,16 @@ class Runner:
         'best_epoch': int(es_state.best_epoch),
         'stop_epoch': len(history) - 1,
         'epochs_run': len(history),
-        'stop_reason': stop_reason,
+        'stop_reason': stop['reason'],
         'zero_fraction': float(stats['zero_fraction']),
         'weight_l2': float(stats['weight_l2']),
         'weight_l1': float(stats['weight_l1']),
         'seconds_per_epoch': float(np.mean([r['seconds'] for r in history])),
         'compile_seconds': self.compile_seconds,
-        'diverged': diverged,
+        'diverged': stop['diverged'],
+        # 0-based epoch whose loss (or monitored metric) was first non-finite; else None.
+        'diverged_epoch': stop['diverged_epoch'],
+        'diverged_metric': stop['diverged_metric'],
     }
     return record, history, {'params': params, 'batch_stats': batch_stats}
 

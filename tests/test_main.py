@@ -105,13 +105,21 @@ class RunTest(absltest.TestCase):
     self.assertEqual([r['variant'] for r in result['rows']], ['l2_1e-2', 'baseline'])
 
   def test_existing_results_are_never_overwritten(self):
-    workdir = tempfile.mkdtemp()
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      f.write('{"earlier": true}')
-    with self.assertRaisesRegex(ConfigError, 'already holds results.json'):
-      experiment.run(load_config('configs/base.py', 'smoke'), workdir, log=lambda line: None)
-    with open(os.path.join(workdir, 'results.json')) as f:
-      self.assertEqual(json.load(f), {'earlier': True})
+    # A workdir with results of another (or an unknown) config is refused, untouched;
+    # only the same config resumes it (tests/test_resume.py).
+    config = load_config('configs/base.py', 'smoke')
+    for earlier_config in (None, {'seed': 123}):
+      workdir = tempfile.mkdtemp()
+      with open(os.path.join(workdir, 'results.json'), 'w') as f:
+        f.write('{"earlier": true}')
+      if earlier_config is not None:
+        with open(os.path.join(workdir, 'config.json'), 'w') as f:
+          json.dump(earlier_config, f)
+      with self.assertRaisesRegex(ConfigError, 'holds (results of an earlier run|the results '
+                                  'of a different config)'):
+        experiment.run(config, workdir, log=lambda line: None)
+      with open(os.path.join(workdir, 'results.json')) as f:
+        self.assertEqual(json.load(f), {'earlier': True})
 
 
 class CommandLineTest(parameterized.TestCase):
