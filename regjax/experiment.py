@@ -42,61 +42,6 @@ def _stderr(line: str) -> None:
   print(line, file=sys.stderr, flush=True)
 
 
-# ------------------------------------------------------------------------- validation
-# (Field types could live in regjax/schema.py; they are checked here, before any work.)
-
-
-def _type_error(field: str, value: Any, default: Any) -> ConfigError | None:
-  """A ConfigError if `value` cannot stand where the schema has `default`, else None."""
-  def is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-  def is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-  if isinstance(default, bool):
-    ok, kind = isinstance(value, bool), 'true or false'
-  elif isinstance(default, int):
-    ok, kind = is_int(value), 'an integer'
-  elif isinstance(default, float):
-    ok, kind = is_number(value), 'a number'
-  elif isinstance(default, str):
-    ok, kind = isinstance(value, str), 'text'
-  elif isinstance(default, tuple) and all(is_int(v) for v in default):
-    ok = isinstance(value, (tuple, list)) and all(is_int(v) for v in value)
-    kind = 'a tuple of integers'
-  else:
-    return None
-  if ok:
-    return None
-  return ConfigError(field, value, f'must be {kind}, as in regjax/schema.py')
-
-
-def _check_types(config: ml_collections.ConfigDict, schema_config: ml_collections.ConfigDict,
-                 prefix: str = '') -> None:
-  """Checks each field's type against the schema's default (ranges are checked later).
-
-  The command line's ConfigDict already refuses ill-typed values; configs built in
-  Python (notebooks, scripts) can hold any, e.g. False where a rate belongs, which the
-  range checks downstream would wave through as 0.
-  """
-  for key, default in schema_config.items():
-    field = f'{prefix}{key}'
-    if key == 'variants' or key not in config:
-      continue  # Variants are applied onto the checked base by regjax/variants.py.
-    value = config[key]
-    if isinstance(default, ml_collections.ConfigDict):
-      if not isinstance(value, ml_collections.ConfigDict):
-        raise ConfigError(field, value, 'must be a section, as in regjax/schema.py')
-      _check_types(value, default, field + '.')
-    elif default is None:  # A placeholder such as early_stopping.baseline.
-      kind = schema_config.get_ref(key).get_type()
-      if value is not None and (kind is not float or _type_error(field, value, 0.0)):
-        raise ConfigError(field, value, 'must be a number or None, as in regjax/schema.py')
-    elif (error := _type_error(field, value, default)) is not None:
-      raise error
-
-
 def _check_top_level(config: ml_collections.ConfigDict) -> None:
   if not isinstance(config.seeds, int) or config.seeds < 1:
     raise ConfigError('seeds', config.seeds, 'must be an integer >= 1')
@@ -173,14 +118,14 @@ def plan(config: ml_collections.ConfigDict) -> list[tuple[str, train.Runner]]:
   variant fails in a second, not after the first variants have trained.
   """
   defaults = schema.default_config()
-  _check_types(config, defaults)
+  schema.check_types(config, defaults)
   _check_top_level(config)
   datasets: dict[str, Dataset] = {}
   out = []
   for name in variants.names(config):
     vcfg = variants.variant_config(config, name)
     try:
-      _check_types(vcfg, defaults)
+      schema.check_types(vcfg, defaults)
     except ConfigError as e:  # The base passed: the bad value is this variant's.
       raise ConfigError(f'variants.{name}.{e.field}', e.value, e.allowed) from None
     _check_top_level(vcfg)

@@ -1,7 +1,11 @@
 """The whole regjax config schema, every field commented; configs/*.py start from it."""
 
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
+
+from regjax.errors import ConfigError
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -89,3 +93,56 @@ def overfitting_regime(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   c.train.epochs = 100
   c.early_stopping.patience = 10
   return c
+
+
+def _type_error(field: str, value: Any, default: Any) -> ConfigError | None:
+  """A ConfigError if `value` cannot stand where the schema has `default`, else None."""
+  def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+  def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+  if isinstance(default, bool):
+    ok, kind = isinstance(value, bool), 'true or false'
+  elif isinstance(default, int):
+    ok, kind = is_int(value), 'an integer'
+  elif isinstance(default, float):
+    ok, kind = is_number(value), 'a number'
+  elif isinstance(default, str):
+    ok, kind = isinstance(value, str), 'text'
+  elif isinstance(default, tuple) and all(is_int(v) for v in default):
+    ok = isinstance(value, (tuple, list)) and all(is_int(v) for v in value)
+    kind = 'a tuple of integers'
+  else:
+    return None
+  if ok:
+    return None
+  return ConfigError(field, value, f'must be {kind}, as in regjax/schema.py')
+
+
+def check_types(config: ml_collections.ConfigDict, schema_config: ml_collections.ConfigDict,
+                prefix: str = '') -> None:
+  """Raises ConfigError for the first field whose type differs from the schema's default.
+
+  Ranges are checked where the fields are used (models, optimizers, data, ...).
+
+  The command line's ConfigDict already refuses ill-typed values; configs built in
+  Python (notebooks, scripts) can hold any, e.g. False where a rate belongs, which the
+  range checks downstream would wave through as 0.
+  """
+  for key, default in schema_config.items():
+    field = f'{prefix}{key}'
+    if key == 'variants' or key not in config:
+      continue  # Variants are applied onto the checked base by regjax/variants.py.
+    value = config[key]
+    if isinstance(default, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise ConfigError(field, value, 'must be a section, as in regjax/schema.py')
+      check_types(value, default, field + '.')
+    elif default is None:  # A placeholder such as early_stopping.baseline.
+      kind = schema_config.get_ref(key).get_type()
+      if value is not None and (kind is not float or _type_error(field, value, 0.0)):
+        raise ConfigError(field, value, 'must be a number or None, as in regjax/schema.py')
+    elif (error := _type_error(field, value, default)) is not None:
+      raise error
