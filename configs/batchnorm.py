@@ -2,7 +2,7 @@ r"""BatchNorm on and off under Adam, under SGD, and under SGD from a small init.
 
   python -m regjax.main --config=configs/batchnorm.py
 
-Shows: (measured, default regime of regjax.schema.overfitting_regime, 3 seeds) BatchNorm
+Shows (measured, default regime of regjax.schema.overfitting_regime, 3 seeds): BatchNorm
 is an optimizer aid here, not a regularizer. In every setting it reaches its best
 validation loss within 3-8 epochs (vs 14-53 without) and its test accuracy is never
 better: Adam 87.41 ± 6.51 with BN vs 89.48 ± 3.08 without (paired -2.07 pp, 95% CI

@@ -248,8 +248,11 @@ class Runner:
     state = self.trainer.init(init_key, self._device['x_train'][:1])
     return state, self.stopper.init(state.params, state.batch_stats), (shuffle_key, dropout_key)
 
-  def _epoch(self, state, es_state, keys, epoch):
-    d, trainer = self._device, self.trainer
+  def _epoch(self, state, es_state, keys, epoch, d):
+    # The data arrays `d` are arguments, not constants closed over: XLA would otherwise
+    # fold (and pad) whole datasets into the program, slowing compilation and doubling
+    # memory.
+    trainer = self.trainer
     state, train_metrics = trainer.train_epoch(state, d['x_train'], d['y_train'],
                                                self.hparams, keys[0], keys[1], epoch)
     metrics = dict(train_metrics, **trainer.weight_stats(state.params))
@@ -262,7 +265,8 @@ class Runner:
   def _lowered(self, state, es_state, keys):
     if self._epoch_lowered is None:
       t0 = time.perf_counter()
-      self._epoch_lowered = jax.jit(self._epoch).lower(state, es_state, keys, jnp.int32(0))
+      self._epoch_lowered = jax.jit(self._epoch).lower(state, es_state, keys, jnp.int32(0),
+                                                       self._device)
       self._lower_seconds = time.perf_counter() - t0
     return self._epoch_lowered
 
@@ -324,7 +328,7 @@ class Runner:
         raise checkpointing.Interrupted(len(history))
       epoch = len(history)
       t0 = time.perf_counter()
-      state, es_state, metrics = epoch_fn(state, es_state, keys, jnp.int32(epoch))
+      state, es_state, metrics = epoch_fn(state, es_state, keys, jnp.int32(epoch), self._device)
       metrics = jax.device_get(metrics)
       row = {'epoch': epoch, **{k: float(v) for k, v in metrics.items()},
              'seconds': time.perf_counter() - t0}

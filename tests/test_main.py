@@ -47,7 +47,7 @@ class ConfigsTest(parameterized.TestCase):
     spec.loader.exec_module(module)
     first = module.__doc__.strip().splitlines()
     self.assertIn(f'python -m regjax.main --config={path}', '\n'.join(first[:4]))
-    self.assertIn('Shows:', module.__doc__)
+    self.assertRegex(module.__doc__, r'(?m)^Shows\b')  # What the comparison showed.
 
   @parameterized.parameters(*CONFIGS)
   def test_smoke_runs_and_writes_parsable_outputs(self, path):
