@@ -29,6 +29,7 @@ import ml_collections
 from regjax import checkpointing
 from regjax import report
 from regjax import schema
+from regjax import sweep
 from regjax import train
 from regjax import variants
 from regjax.data import Dataset, load_dataset
@@ -120,6 +121,9 @@ def plan(config: ml_collections.ConfigDict) -> list[tuple[str, train.Runner]]:
   defaults = schema.default_config()
   schema.check_types(config, defaults)
   _check_top_level(config)
+  if config.train.vectorize not in sweep.VECTORIZE_MODES:
+    raise ConfigError('train.vectorize', config.train.vectorize,
+                      f'one of {", ".join(sweep.VECTORIZE_MODES)}')
   datasets: dict[str, Dataset] = {}
   out = []
   for name in variants.names(config):
@@ -209,6 +213,38 @@ def _rebuild_metrics(path: str, runs: list[tuple[str, train.Runner, int]],
   return prefix
 
 
+def _train_vectorized(runs: list[tuple[str, train.Runner, int]], finished: list[Any],
+                      workdir: str, mode: str, guard: checkpointing.PreemptionGuard,
+                      log: Log) -> set[int]:
+  """Trains the unfinished runs that `sweep.should_vectorize` groups, one program a group.
+
+  Fills `finished[k]` for each run trained here, records it like any finished run, and
+  returns those indices k. Sweeps keep no checkpoints: an interrupted sweep starts over.
+  """
+  pending = [k for k, f in enumerate(finished) if f is None]
+  done = set()
+  for group in sweep.vectorizable_groups([runs[k][1].config for k in pending]):
+    ks = [pending[j] for j in group]
+    if not sweep.should_vectorize([runs[k][1].config for k in ks], mode):
+      continue
+    members = [(runs[k][1].config, runs[k][1].config.seed + runs[k][2]) for k in ks]
+    progress = [_progress(runs[k][0], runs[k][2], runs[k][1].config.seeds, log) for k in ks]
+    log(f'Training {len(ks)} runs as one vmapped program (train.vectorize={mode!r})')
+    try:
+      results = sweep.fit_many(members, runs[ks[0]][1].data,
+                               on_epoch=lambda j, row: progress[j](row),
+                               stop_requested=lambda: guard.requested)
+    except sweep.Interrupted as e:
+      raise _stopped(guard, workdir, f'in a sweep of {len(ks)} runs after {e.epochs_done} '
+                     'epochs (sweeps are not checkpointed)', log) from None
+    for k, (_, seed), (record, rows, _) in zip(ks, members, results):
+      record = {'variant': runs[k][0], **record}
+      checkpointing.write_result(checkpointing.run_dir(workdir, runs[k][0], seed), record, rows)
+      finished[k] = (record, rows)
+      done.add(k)
+  return done
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
         checkpoint_every_s: float | None = checkpointing.DEFAULT_INTERVAL_S
         ) -> dict[str, Any]:
@@ -243,13 +279,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
     prefix = _rebuild_metrics(metrics_path, runs, finished)
 
     records, history = [], []
-    t_start, trained, to_train = time.perf_counter(), 0, finished.count(None)
+    t_start = time.perf_counter()
+    vectorized = _train_vectorized(runs, finished, workdir, config.train.vectorize, guard, log)
+    trained, to_train = 0, finished.count(None)
     with report.MetricsWriter(metrics_path) as metrics:
       for k, (name, runner, i) in enumerate(runs):
         seed = runner.config.seed + i
         if finished[k] is not None:
           record, rows = finished[k]
-          status = 'done earlier'
+          status = 'in the vmapped sweep' if k in vectorized else 'done earlier'
         else:
           if guard.requested:
             raise _stopped(guard, workdir, f'before {name} seed {seed}', log)

@@ -24,6 +24,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Output folder; default runs/<config name>-<time>.')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', os.path.join('~', '.cache', 'regjax', 'xla'),
+    "Folder for JAX's persistent compilation cache, so a repeated command loads its "
+    "compiled programs instead of compiling again; '' turns it off.")
 EXIT_BAD_INPUT = 2
 
 
@@ -95,6 +99,14 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)  # JAX's backend probing is not news.
   # Imported here so that --help and flag errors answer before JAX loads.
   from regjax import experiment
+  from regjax import parallel
+  parallel.maybe_initialize_distributed()  # Multi-host (TPU pod, SLURM): before any JAX work.
+  if _CACHE.value:
+    try:
+      parallel.enable_compilation_cache(_CACHE.value)
+    except OSError as e:
+      _fail(f'--compilation_cache={_CACHE.value!r}: cannot be used ({e.strerror}); '
+            "pass another folder or ''")
   workdir = _WORKDIR.value or _default_workdir(_config_path(sys.argv))
   try:
     result = experiment.run(_CONFIG.value, workdir)

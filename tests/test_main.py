@@ -88,6 +88,23 @@ class RunTest(absltest.TestCase):
     self.assertEqual(result['rows'][1]['diff_mean'], 0.0)
     self.assertFalse(result['rows'][1]['significant'])
 
+  def test_vectorized_comparison_matches_run_by_run(self):
+    # configs/l2.py's variants differ only in strengths: one vmapped program trains all.
+    results = {}
+    for mode in ('never', 'always'):
+      config = load_config('configs/l2.py', 'smoke')
+      config.train.vectorize = mode
+      config.only = 'baseline,l2_1e-2,decay_1'
+      lines = []
+      results[mode] = experiment.run(config, tempfile.mkdtemp(), log=lines.append)
+      self.assertEqual(any('one vmapped program' in line for line in lines), mode == 'always')
+    for one, many in zip(results['never']['records'], results['always']['records']):
+      self.assertEqual((one['variant'], one['seed']), (many['variant'], many['seed']))
+      self.assertEqual(one['best_epoch'], many['best_epoch'])
+      self.assertEqual(one['stop_epoch'], many['stop_epoch'])
+      self.assertAlmostEqual(one['test_loss'], many['test_loss'], places=4)
+      self.assertAlmostEqual(one['test_accuracy'], many['test_accuracy'], delta=2 / 450)
+
   def test_bad_variant_fails_before_anything_is_written(self):
     config = load_config('configs/l2.py', 'smoke')
     with config.unlocked():
@@ -161,6 +178,8 @@ class CommandLineTest(parameterized.TestCase):
       ('missing_idx_dir', ['--config=configs/base.py', '--config.data.name=mnist',
                            '--config.data.dir=/nonexistent/mnist'], "data.dir='/nonexistent"),
       ('stray_argument', ['--config=configs/base.py', 'l2'], 'unexpected arguments'),
+      ('bad_vectorize', ['--config=configs/base.py', '--config.train.vectorize=sometimes'],
+       "train.vectorize='sometimes': one of auto, always, never"),
   )
   def test_bad_input_is_one_line_and_nonzero(self, args, expected):
     workdir = os.path.join(tempfile.mkdtemp(), 'run')

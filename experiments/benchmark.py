@@ -1,0 +1,658 @@
+r"""Speed benchmark: regjax vs Keras 3 (JAX backend) and PyTorch eager, the matmul roof,
+a vmapped sweep vs sequential runs, first compile and peak memory; all in one run.
+
+  python -m experiments.benchmark --mnist_dir=../shared/data/mnist --out=/tmp/bench \
+      --keras_python=/tmp/benchvenv/bin/python --torch_python=/tmp/benchvenv/bin/python
+  python -m experiments.benchmark --smoke --out=/tmp/bench-smoke   # seconds, digits
+
+What it measures (all on this machine, in this run):
+  (a) The classic workload: MNIST, MLP 784-128-10 (ReLU), Dropout 0.5, Adam 1e-3, batch
+      32, `--epochs` epochs, the test set evaluated after every epoch (the notebook's
+      `validation_data=(x_test, y_test)`). Seconds per epoch and final test accuracy of
+      regjax, of Keras 3 on the JAX backend running the notebook's code, and of PyTorch
+      eager. Keras and PyTorch run as child processes of `--keras_python` /
+      `--torch_python` (default: this interpreter), so neither has to be installed
+      beside regjax; where one cannot be imported, its row says so and is skipped.
+      Seconds per epoch = the median over epochs 2.. (epoch 1 of Keras includes its
+      XLA compilation; regjax compiles ahead of time, outside any epoch).
+  (b) regjax's training throughput in GFLOP/s at batch 32, 256, 1024 (one epoch, no
+      evaluation) against the GFLOP/s of one large float32 matmul (the roof), counting
+      only the MLP's matmul FLOPs (`FLOP_FORMULA`).
+  (c) A 16-member sweep (4 seeds x 4 L2 strengths) as one vmapped program
+      (`regjax.sweep.fit_many`) vs the same 16 runs one after another (`train.Runner`),
+      wall clock including compilation.
+  (d) First-compile seconds of the classic epoch program (trace + lower + compile, in
+      this fresh process), and peak resident memory (`ru_maxrss`).
+The issue's targets (2-core CPU) are printed beside the measured ratios, met or not.
+Writes results.json and summary.md into --out. Tests run --smoke (digits, tiny).
+"""
+
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from regjax import report
+from regjax import schema
+from regjax import sweep
+from regjax import train
+from regjax.data import Dataset, load_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_OUT = flags.DEFINE_string('out', None, 'Output folder (created).')
+_MNIST_DIR = flags.DEFINE_string(
+    'mnist_dir', None, 'Folder with the four MNIST IDX files (default: $REGJAX_MNIST_DIR, '
+    'else ../shared/data/mnist beside the repository).')
+_SMOKE = flags.DEFINE_bool('smoke', False, 'Seconds-long form on the embedded digits.')
+_EPOCHS = flags.DEFINE_integer('epochs', 5, 'Epochs of the classic workload.', lower_bound=2)
+_SEEDS = flags.DEFINE_integer('seeds', 1, 'Seeds of the classic workload per framework.',
+                              lower_bound=1)
+_SWEEP_EPOCHS = flags.DEFINE_integer('sweep_epochs', 2, 'Epochs of each sweep member.',
+                                     lower_bound=1)
+_KERAS_PYTHON = flags.DEFINE_string('keras_python', sys.executable,
+                                    'Python that can import keras (and jax); empty = skip.')
+_TORCH_PYTHON = flags.DEFINE_string('torch_python', sys.executable,
+                                    'Python that can import torch; empty = skip.')
+
+HIDDEN = 128
+# Matmul FLOPs of one training example of the MLP d-h-k (2 FLOPs per multiply-add):
+# forward x@W1 and h@W2, backward dW1 = x^T g1, dW2 = h^T g2 and g_h = g2 W2^T (no
+# gradient with respect to the input). Biases, ReLU, dropout, softmax, the optimizer
+# update and the batch gather are not counted, so the GFLOP/s is a lower bound.
+FLOP_FORMULA = '4*d*h + 6*h*k  (d inputs, h hidden, k classes; 409,088 for 784-128-10)'
+TARGETS = {
+    'keras_speedup_batch32': ('>=', 5.0),
+    'torch_speedup_batch32': ('>=', 10.0),
+    'accuracy_gap_pt': ('<=', 0.3),
+    'roof_fraction_batch_ge_256': ('>=', 0.9),
+    'sweep_speedup_16': ('>=', 1.5),
+    'first_compile_seconds': ('<', 5.0),
+}
+
+
+def flops_per_example(d: int, h: int = HIDDEN, k: int = 10) -> int:
+  """Matmul FLOPs of one training example (forward + backward) of the MLP d-h-k."""
+  return 4 * d * h + 6 * h * k
+
+
+def peak_rss_mib() -> float:
+  """Peak resident memory of this process in MiB: VmHWM from /proc, else ru_maxrss.
+
+  VmHWM belongs to the process image, so a child started by exec reports its own peak;
+  ru_maxrss can carry over the parent's peak into a forked child on Linux.
+  """
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024.0  # kB.
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB.
+
+
+def _mnist_dir() -> str:
+  if _MNIST_DIR.value:
+    return _MNIST_DIR.value
+  env = os.environ.get('REGJAX_MNIST_DIR')
+  return env or str(REPO_ROOT.parent / 'shared' / 'data' / 'mnist')
+
+
+def classic_config(smoke: bool, mnist_dir: str, batch_size: int = 32,
+                   epochs: int = 5) -> ml_collections.ConfigDict:
+  """The notebook's setting: MLP 128 + Dropout 0.5, Adam 1e-3, all training data."""
+  c = schema.default_config()
+  if smoke:
+    c.data.name = 'digits'
+  else:
+    c.data.name, c.data.dir = 'mnist', mnist_dir
+  c.data.validation_fraction = 0.0  # The notebook trains on all 60k and tests each epoch.
+  c.model.widths = (HIDDEN,)
+  c.model.dropout_rate = 0.5
+  c.optimizer.name, c.optimizer.learning_rate = 'adam', 1e-3
+  c.train.batch_size, c.train.epochs = batch_size, epochs
+  c.early_stopping.enabled = False
+  return c
+
+
+def machine() -> dict[str, Any]:
+  """What ran the benchmark: CPU model, cores, JAX devices, load."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+    model = names[0] if names else model
+  except OSError:
+    pass
+  return {'cpu': model, 'machine': platform.machine(), 'cores': os.cpu_count(),
+          'python': platform.python_version(), 'jax': jax.__version__,
+          'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
+          'load_average_start': list(os.getloadavg())}
+
+
+# ------------------------------------------------------------------ (a) + (d): regjax
+
+
+def regjax_classic(config: ml_collections.ConfigDict, data: Dataset, seeds: int
+                   ) -> dict[str, Any]:
+  """Trains `seeds` runs of the classic workload; one compiled epoch (train + test eval)."""
+  trainer = train.make_trainer(config, data.num_classes, len(data.x_train))
+  hp = train.penalty_hparams(config.penalty)
+  arrays = [jax.device_put(a) for a in (data.x_train, data.y_train, data.x_test,
+                                         data.y_test)]
+
+  def epoch_fn(state, shuffle_key, dropout_key, epoch, x, y, x_test, y_test):
+    state, metrics = trainer.train_epoch(state, x, y, hp, shuffle_key, dropout_key, epoch)
+    return state, metrics, trainer.evaluate(state.params, state.batch_stats, x_test, y_test)
+
+  runs, compiled, compile_s, compile_cpu_s = [], None, None, None
+  for seed in range(seeds):
+    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
+    state = trainer.init(init_key, arrays[0][:1])
+    if compiled is None:
+      t0, c0 = time.perf_counter(), time.process_time()
+      compiled = jax.jit(epoch_fn).lower(state, shuffle_key, dropout_key, jnp.int32(0),
+                                         *arrays).compile()
+      compile_s = time.perf_counter() - t0
+      # CPU seconds of all threads: close to the wall time an idle machine would take.
+      compile_cpu_s = time.process_time() - c0
+    seconds, accuracy = [], []
+    for epoch in range(config.train.epochs):
+      t0 = time.perf_counter()
+      state, _, test = compiled(state, shuffle_key, dropout_key, jnp.int32(epoch), *arrays)
+      accuracy.append(float(jax.device_get(test['accuracy'])))
+      seconds.append(time.perf_counter() - t0)
+    runs.append({'seed': seed, 'epoch_seconds': seconds, 'test_accuracy': accuracy})
+  return _summarize_runs('regjax', runs, compile_seconds=compile_s,
+                         compile_cpu_seconds=compile_cpu_s, version=f'jax {jax.__version__}')
+
+
+def _summarize_runs(name: str, runs: list[dict[str, Any]], **extra) -> dict[str, Any]:
+  steady = [s for r in runs for s in r['epoch_seconds'][1:]]
+  final = [r['test_accuracy'][-1] for r in runs]
+  return {'framework': name, 'runs': runs, 'seconds_per_epoch': statistics.median(steady),
+          'first_epoch_seconds': statistics.median(r['epoch_seconds'][0] for r in runs),
+          'final_test_accuracy': float(np.mean(final)),
+          'final_test_accuracy_std': float(np.std(final, ddof=1)) if len(final) > 1 else 0.0,
+          **extra}
+
+
+# ------------------------------------------------------------------ (a): Keras, PyTorch
+
+# Prepended to each framework script: its own peak memory (see `peak_rss_mib`).
+_CHILD_PEAK = textwrap.dedent(r'''
+  def peak_rss_mib():
+    with open('/proc/self/status') as f:
+      return next(int(l.split()[1]) / 1024 for l in f if l.startswith('VmHWM:'))
+''')
+
+# The classic notebook's model and fit call, in Keras 3 on the JAX backend. verbose=0:
+# the notebook's progress bar would only slow Keras down.
+KERAS_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
+  import json, os, sys, time
+  os.environ['KERAS_BACKEND'] = 'jax'
+  import numpy as np
+  import keras
+  d = np.load(sys.argv[1])
+  x_train, y_train, x_test, y_test = d['x_train'], d['y_train'], d['x_test'], d['y_test']
+  epochs, seeds = int(sys.argv[2]), int(sys.argv[3])
+
+  class Timer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+      self.t0 = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+      self.seconds.append(time.perf_counter() - self.t0)
+
+  runs = []
+  for seed in range(seeds):
+    keras.utils.set_random_seed(seed)
+    model = keras.models.Sequential([
+        keras.Input(shape=x_train.shape[1:]),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation='relu'),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(10, activation='softmax'),
+    ])
+    model.compile(optimizer='adam', loss='sparse_categorical_crossentropy',
+                  metrics=['accuracy'])
+    timer = Timer()
+    timer.seconds = []
+    hist = model.fit(x_train, y_train, epochs=epochs, batch_size=32,
+                     validation_data=(x_test, y_test), callbacks=[timer], verbose=0)
+    runs.append({'seed': seed, 'epoch_seconds': timer.seconds,
+                 'test_accuracy': [float(a) for a in hist.history['val_accuracy']]})
+  print(json.dumps({'runs': runs, 'version': f'keras {keras.__version__} (backend '
+                    f'{keras.backend.backend()})',
+                    'peak_rss_mib': peak_rss_mib()}))
+''')
+
+# The same model in idiomatic eager PyTorch. Batches are indexed from tensors in memory
+# (no DataLoader, whose per-example collation would dominate); a final partial batch is
+# kept, as Keras does. Thread count: the faster of torch's default and 1 thread in a
+# 200-step probe, because on a busy 2-core machine the default OpenMP threads wait on each
+# other and run 10-100x slower than one thread (seen while writing this).
+TORCH_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
+  import json, sys, time
+  import numpy as np
+  import torch
+  from torch import nn
+  d = np.load(sys.argv[1])
+  x_train, y_train = torch.from_numpy(d['x_train']), torch.from_numpy(d['y_train']).long()
+  x_test, y_test = torch.from_numpy(d['x_test']), torch.from_numpy(d['y_test']).long()
+  epochs, seeds = int(sys.argv[2]), int(sys.argv[3])
+  n, bs = len(x_train), 32
+
+  def steps_seconds(threads, steps=200):
+    torch.set_num_threads(threads)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x_train[0].numel(), 128), nn.ReLU(),
+                          nn.Dropout(0.5), nn.Linear(128, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    t0 = time.perf_counter()
+    for step in range(steps):
+      idx = torch.randint(0, n, (bs,))
+      opt.zero_grad()
+      nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
+      opt.step()
+    return time.perf_counter() - t0
+
+  probe = {t: steps_seconds(t) for t in sorted({torch.get_num_threads(), 1})}
+  threads = min(probe, key=probe.get)
+  torch.set_num_threads(threads)
+
+  runs = []
+  for seed in range(seeds):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x_train[0].numel(), 128), nn.ReLU(),
+                          nn.Dropout(0.5), nn.Linear(128, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    seconds, accuracy = [], []
+    for epoch in range(epochs):
+      t0 = time.perf_counter()
+      model.train()
+      order = torch.randperm(n)
+      for start in range(0, n, bs):
+        idx = order[start:start + bs]
+        opt.zero_grad()
+        loss = loss_fn(model(x_train[idx]), y_train[idx])
+        loss.backward()
+        opt.step()
+      model.eval()
+      correct = 0
+      with torch.no_grad():
+        for start in range(0, len(x_test), 1024):
+          logits = model(x_test[start:start + 1024])
+          correct += int((logits.argmax(-1) == y_test[start:start + 1024]).sum())
+      accuracy.append(correct / len(x_test))
+      seconds.append(time.perf_counter() - t0)
+    runs.append({'seed': seed, 'epoch_seconds': seconds, 'test_accuracy': accuracy})
+  print(json.dumps({'runs': runs, 'version': f'torch {torch.__version__} '
+                    f'({threads} thread(s))',
+                    'thread_probe_seconds_per_200_steps': {str(k): v for k, v in probe.items()},
+                    'peak_rss_mib': peak_rss_mib()}))
+''')
+
+
+def run_child(name: str, python: str, code: str, module: str, npz: str, epochs: int,
+              seeds: int) -> dict[str, Any]:
+  """Runs a framework's script with `python`; a summary, or {'skipped': why}."""
+  if not python:
+    return {'framework': name, 'skipped': 'not requested (empty --*_python flag)'}
+  # Keras 3 imports its default backend (TensorFlow) unless told otherwise.
+  env = dict(os.environ, KERAS_BACKEND='jax')
+  try:
+    probe = subprocess.run([python, '-c', f'import {module}'], capture_output=True,
+                           text=True, env=env)
+  except OSError as e:
+    return {'framework': name, 'skipped': f'cannot run {python}: {e.strerror}'}
+  if probe.returncode:
+    last = (probe.stderr.strip().splitlines() or ['failed'])[-1]
+    return {'framework': name, 'skipped': f'{module} cannot be imported by {python}: {last}'}
+  proc = subprocess.run([python, '-c', code, npz, str(epochs), str(seeds)],
+                        capture_output=True, text=True, env=env)
+  if proc.returncode:
+    return {'framework': name, 'skipped': f'failed: {proc.stderr.strip()[-500:]}'}
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  extra = {k: v for k, v in out.items() if k not in ('runs',)}
+  return _summarize_runs(name, out['runs'], python=python, **extra)
+
+
+# ------------------------------------------------------------------ (b): GFLOP/s
+
+
+def matmul_roof(n: int, repeats: int = 5) -> dict[str, Any]:
+  """GFLOP/s of an n x n float32 matmul under jit: the best of `repeats` timings."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  best = math.inf
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return {'n': n, 'seconds': best, 'gflops': 2 * n**3 / best / 1e9}
+
+
+def train_gflops(smoke: bool, mnist_dir: str, data: Dataset, batch_size: int,
+                 repeats: int = 3) -> dict[str, Any]:
+  """regjax training GFLOP/s at `batch_size`: the best of `repeats` epochs (no eval)."""
+  config = classic_config(smoke, mnist_dir, batch_size=batch_size, epochs=1)
+  trainer = train.make_trainer(config, data.num_classes, len(data.x_train))
+  hp = train.penalty_hparams(config.penalty)
+  x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
+  k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
+  state = trainer.init(k0, x[:1])
+  step = jax.jit(trainer.train_epoch).lower(state, x, y, hp, k1, k2, jnp.int32(0)).compile()
+  best = math.inf
+  for epoch in range(repeats):
+    t0 = time.perf_counter()
+    state, metrics = step(state, x, y, hp, k1, k2, jnp.int32(epoch))
+    jax.block_until_ready(metrics)
+    best = min(best, time.perf_counter() - t0)
+  examples = (len(data.x_train) // batch_size) * batch_size
+  d = int(np.prod(data.x_train.shape[1:]))
+  flops = examples * flops_per_example(d, HIDDEN, data.num_classes)
+  return {'batch_size': batch_size, 'epoch_seconds': best, 'examples': examples,
+          'gflop_per_epoch': flops / 1e9, 'gflops': flops / best / 1e9}
+
+
+def scan_vs_step_loop(config: ml_collections.ConfigDict, data: Dataset, repeats: int = 3
+                      ) -> dict[str, Any]:
+  """One training epoch as regjax's `lax.scan` vs a Python loop of a jitted step.
+
+  The loop is what Keras does (one dispatch per batch); both gather the same batches on
+  the device. Wall and CPU seconds (all threads), the best of `repeats` epochs each:
+  CPU above wall means both cores were busy.
+  """
+  trainer = train.make_trainer(config, data.num_classes, len(data.x_train))
+  hp = train.penalty_hparams(config.penalty)
+  x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
+  k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
+  state = trainer.init(k0, x[:1])
+  epoch = jax.jit(trainer.train_epoch).lower(state, x, y, hp, k1, k2, jnp.int32(0)).compile()
+  step = jax.jit(lambda s, idx, x, y: trainer.train_step(s, x[idx], y[idx], hp, k2),
+                 donate_argnums=0)
+  steps = len(data.x_train) // config.train.batch_size
+  order = np.asarray(jax.random.permutation(k1, len(data.x_train)))
+  batches = order[:steps * config.train.batch_size].reshape(steps, -1)
+
+  def run_scan():
+    jax.block_until_ready(epoch(state, x, y, hp, k1, k2, jnp.int32(0)))
+
+  def run_loop():
+    s = jax.tree.map(jnp.copy, state)
+    for idx in batches:
+      s, metrics = step(s, idx, x, y)
+    jax.block_until_ready(metrics)
+
+  out = {}
+  for name, fn in (('scan', run_scan), ('step_loop', run_loop)):
+    fn()  # Compiles the loop's step; warms both.
+    best = (math.inf, math.inf)
+    for _ in range(repeats):
+      t0, c0 = time.perf_counter(), time.process_time()
+      fn()
+      best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
+    out[name] = {'wall_seconds': best[0], 'cpu_seconds': best[1]}
+  return out
+
+
+# ------------------------------------------------------------------ (c): sweep
+
+
+def sweep_configs(smoke: bool, mnist_dir: str, workload: str, epochs: int
+                  ) -> tuple[ml_collections.ConfigDict, tuple[float, ...], int]:
+  """(base config, L2 strengths, seeds) of a sweep workload; 4 x 4 = 16 members.
+
+  'classic': the classic workload for `epochs` epochs (no stop before). 'default': the
+  default regime (schema.overfitting_regime: digits, 30% noisy labels, MLP 512-512), early
+  stopping with patience 10, as configs/l2.py trains it; members stop at different epochs.
+  The smoke forms have 2 x 2 members on tiny settings: they check the plumbing.
+  """
+  if workload == 'classic':
+    base = classic_config(smoke, mnist_dir, epochs=epochs)
+    base.data.validation_fraction = 0.1  # Members validate each epoch, as in a comparison.
+    base.early_stopping.enabled = True
+  else:
+    base = schema.overfitting_regime(schema.default_config())
+    if smoke:
+      base.data.train_size, base.model.widths, base.train.epochs = 300, (32,), 4
+      base.early_stopping.patience = 1
+  if smoke:
+    return base, (0.0, 1e-2), 2
+  return base, (0.0, 1e-4, 1e-3, 1e-2) if workload == 'classic' else (0.0, 1e-3, 1e-2,
+                                                                      3e-2), 4
+
+
+def sweep_vs_sequential(base: ml_collections.ConfigDict, strengths: tuple[float, ...],
+                        seeds: int) -> dict[str, Any]:
+  """len(strengths) x seeds members as one vmapped sweep vs one run after another.
+
+  Wall clock of each whole job, compilation included (what a user waits for). The
+  sequential side compiles once per strength, as experiment.run does per variant.
+  """
+  data = load_dataset(base.data)
+  members = []
+  for l2 in strengths:
+    c = ml_collections.ConfigDict(base.to_dict())
+    c.penalty.l2 = l2
+    members += [(c, seed) for seed in range(seeds)]
+  t0 = time.perf_counter()
+  runners: dict[float, train.Runner] = {}
+  sequential = []
+  for config, seed in members:
+    runner = runners.setdefault(config.penalty.l2, train.Runner(config, data))
+    sequential.append(runner.fit(seed)[0])
+  sequential_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  vectorized = sweep.Sweep(members, data)
+  results = vectorized.fit()
+  vmapped_s = time.perf_counter() - t0
+  acc_diff = max(abs(r['test_accuracy'] - s['test_accuracy'])
+                 for (r, _, _), s in zip(results, sequential))
+  epochs = [s['epochs_run'] for s in sequential]
+  return {'dataset': data.name, 'members': len(members), 'train_examples': len(data.x_train),
+          'member_epochs': sum(epochs), 'vmapped_epochs': max(epochs),
+          'sequential_seconds': sequential_s,
+          'sequential_compile_seconds': sum(r.compile_seconds for r in runners.values()),
+          'vmapped_seconds': vmapped_s, 'vmapped_compile_seconds': vectorized.compile_seconds,
+          'speedup': sequential_s / vmapped_s,
+          'max_test_accuracy_difference': acc_diff}
+
+
+# ------------------------------------------------------------------ report
+
+
+def _met(name: str, value: float | None) -> dict[str, Any]:
+  op, threshold = TARGETS[name]
+  if value is None or not math.isfinite(value):
+    return {'target': f'{op} {threshold}', 'value': value, 'met': None}
+  met = {'>=': value >= threshold, '<=': value <= threshold, '<': value < threshold}[op]
+  return {'target': f'{op} {threshold}', 'value': value, 'met': bool(met)}
+
+
+def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+  """Each issue target with the measured value and whether it is met (None: not measured)."""
+  ours = results['classic']['regjax']
+  out = {}
+  for name, key in (('keras', 'keras_speedup_batch32'), ('torch', 'torch_speedup_batch32')):
+    other = results['classic'][name]
+    if 'skipped' in other:
+      out[key] = _met(key, None)
+      out[f'{name}_{"accuracy_gap_pt"}'] = _met('accuracy_gap_pt', None)
+      continue
+    out[key] = _met(key, other['seconds_per_epoch'] / ours['seconds_per_epoch'])
+    gap = 100 * abs(other['final_test_accuracy'] - ours['final_test_accuracy'])
+    out[f'{name}_accuracy_gap_pt'] = _met('accuracy_gap_pt', gap)
+  for row in results['gflops']['by_batch']:
+    if row['batch_size'] >= 256:
+      out[f'roof_fraction_batch_{row["batch_size"]}'] = dict(
+          _met('roof_fraction_batch_ge_256', row['roof_fraction']))
+  for name, s in results['sweeps'].items():
+    if s['members'] == 16:
+      out[f'sweep_speedup_16_{name}'] = _met('sweep_speedup_16', s['speedup'])
+  out['first_compile_seconds'] = _met('first_compile_seconds',
+                                      results['first_compile_seconds'])
+  return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+  """The summary.md text: machine, the four measurements, and the targets."""
+  m, c = results['machine'], results['classic']
+  lines = [f"# regjax benchmark{' (smoke)' if results['smoke'] else ''}", '',
+           f"Machine: {m['cpu']} ({m['machine']}), {m['cores']} cores, JAX {m['jax']} on "
+           f"{m['backend']}; load average {m['load_average_start'][0]:.1f} at the start and "
+           f"{m['load_average_end'][0]:.1f} at the end (above {m['cores']}, other processes "
+           f"competed for the cores during the run).", '',
+           f"## Classic workload ({results['dataset']}, MLP {results['input_dim']}-128-10, "
+           f"Dropout 0.5, Adam, batch 32, {results['epochs']} epochs, test set each epoch, "
+           f"{results['seeds']} seed(s))", '',
+           '| framework | s/epoch (median, epochs 2+) | epoch 1 s | final test acc % | '
+           'peak RSS MiB | version |', '|---|---|---|---|---|---|']
+  for name in ('regjax', 'keras', 'torch'):
+    r = c[name]
+    if 'skipped' in r:
+      lines.append(f"| {name} | skipped: {r['skipped']} | | | | |")
+      continue
+    lines.append(f"| {name} | {r['seconds_per_epoch']:.3f} | {r['first_epoch_seconds']:.3f} | "
+                 f"{100 * r['final_test_accuracy']:.2f} | {r['peak_rss_mib']:.0f} | "
+                 f"{r['version']} |")
+  g = results['gflops']
+  lines += ['', f"## Training GFLOP/s vs the matmul roof ({g['roof']['n']}x{g['roof']['n']} "
+                f"float32 matmul: {g['roof']['gflops']:.1f} GFLOP/s)", '',
+            f"FLOPs per training example = {FLOP_FORMULA}; matmuls only.", '',
+            '| batch | s/epoch | GFLOP/s | share of roof |', '|---|---|---|---|']
+  for row in g['by_batch']:
+    lines.append(f"| {row['batch_size']} | {row['epoch_seconds']:.3f} | {row['gflops']:.2f} | "
+                 f"{100 * row['roof_fraction']:.1f}% |")
+  scan, loop = (results['scan_vs_step_loop'][k] for k in ('scan', 'step_loop'))
+  lines += ['', "One batch-32 training epoch as regjax's `lax.scan`: "
+                f"{scan['wall_seconds']:.3f} s wall / {scan['cpu_seconds']:.3f} s CPU; "
+                "as a Python loop of a jitted step (Keras' way): "
+                f"{loop['wall_seconds']:.3f} s wall / {loop['cpu_seconds']:.3f} s CPU."]
+  lines += ['', '## 16-member sweeps: vmapped (`sweep.fit_many`) vs one run after another '
+                '(`Runner.fit`)', '',
+            'Wall seconds of each whole job, compilation included. A vmapped sweep computes '
+            'every member until the last one stops, so its epochs are the longest run\'s.', '',
+            '| workload | members | epochs run (sum over runs / vmapped) | sequential s '
+            '(compile) | vmapped s (compile) | speedup | max test-acc diff |',
+            '|---|---|---|---|---|---|---|']
+  for name, s in results['sweeps'].items():
+    lines.append(f"| {name} ({s['dataset']}, {s['train_examples']} train) | {s['members']} | "
+                 f"{s['member_epochs']} / {s['vmapped_epochs']} | "
+                 f"{s['sequential_seconds']:.1f} ({s['sequential_compile_seconds']:.1f}) | "
+                 f"{s['vmapped_seconds']:.1f} ({s['vmapped_compile_seconds']:.1f}) | "
+                 f"{s['speedup']:.2f}x | {s['max_test_accuracy_difference']:.1e} |")
+  lines += ['',
+            'First compile of the classic epoch program: '
+            f"{results['first_compile_seconds']:.2f} s wall, "
+            f"{results['first_compile_cpu_seconds']:.2f} s CPU. "
+            f"Peak RSS of this process: {results['peak_rss_mib']['end']:.0f} MiB "
+            f"({results['peak_rss_mib']['after_classic']:.0f} MiB after the classic workload).",
+            '', '## Targets (2-core CPU)', '', '| target | required | measured | met |',
+            '|---|---|---|---|']
+  for name, t in results['targets'].items():
+    value = '-' if t['value'] is None else f"{t['value']:.3g}"
+    met = 'not measured' if t['met'] is None else ('yes' if t['met'] else 'NO')
+    lines.append(f"| {name} | {t['target']} | {value} | {met} |")
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if not _OUT.value:
+    raise app.UsageError('--out is required')
+  smoke, mnist_dir = _SMOKE.value, _mnist_dir()
+  epochs = 2 if smoke else _EPOCHS.value
+  out = Path(_OUT.value)
+  out.mkdir(parents=True, exist_ok=True)
+  results: dict[str, Any] = {'smoke': smoke, 'machine': machine(), 'epochs': epochs,
+                             'seeds': _SEEDS.value, 'flop_formula': FLOP_FORMULA}
+  log = lambda text: print(text, flush=True)
+
+  config = classic_config(smoke, mnist_dir, epochs=epochs)
+  data = load_dataset(config.data)
+  results['dataset'] = data.name
+  results['input_dim'] = int(np.prod(data.x_train.shape[1:]))
+  log(f'(a) classic workload on {data.name}: regjax ...')
+  ours = regjax_classic(config, data, _SEEDS.value)
+  results['first_compile_seconds'] = ours['compile_seconds']
+  results['first_compile_cpu_seconds'] = ours['compile_cpu_seconds']
+  results['peak_rss_mib'] = {'after_classic': peak_rss_mib()}
+  ours['peak_rss_mib'] = results['peak_rss_mib']['after_classic']
+  classic = {'regjax': ours}
+  with tempfile.TemporaryDirectory() as tmp:
+    npz = os.path.join(tmp, 'data.npz')
+    # (N, H, W) images in [0, 1], as the notebook feeds Keras.
+    np.savez(npz, x_train=data.x_train[..., 0], y_train=data.y_train,
+             x_test=data.x_test[..., 0], y_test=data.y_test)
+    for name, python, code, module in (
+        ('keras', _KERAS_PYTHON.value, KERAS_CHILD, 'keras'),
+        ('torch', _TORCH_PYTHON.value, TORCH_CHILD, 'torch')):
+      log(f'(a) classic workload: {name} ...')
+      classic[name] = run_child(name, python, code, module, npz, epochs, _SEEDS.value)
+  results['classic'] = classic
+  for name in ('regjax', 'keras', 'torch'):
+    r = classic[name]
+    log(f'    {name}: ' + (f"skipped ({r['skipped']})" if 'skipped' in r else
+                           f"{r['seconds_per_epoch']:.3f} s/epoch, test acc "
+                           f"{100 * r['final_test_accuracy']:.2f}%"))
+
+  log('(b) GFLOP/s vs the matmul roof ...')
+  # The roof is measured beside each batch size and the best one is kept: on a shared
+  # machine a single reading may catch a busy moment and flatter the ratios.
+  roofs, by_batch = [], []
+  for bs in (32, 256, 1024):
+    roofs.append(matmul_roof(256 if smoke else 2048))
+    by_batch.append(train_gflops(smoke, mnist_dir, data, min(bs, len(data.x_train))))
+  roof = max(roofs, key=lambda r: r['gflops'])
+  for row in by_batch:
+    row['roof_fraction'] = row['gflops'] / roof['gflops']
+    log(f"    batch {row['batch_size']}: {row['gflops']:.2f} GFLOP/s = "
+        f"{100 * row['roof_fraction']:.1f}% of {roof['gflops']:.1f}")
+  results['gflops'] = {'roof': roof, 'roof_readings_gflops': [r['gflops'] for r in roofs],
+                       'by_batch': by_batch}
+  results['scan_vs_step_loop'] = scan_vs_step_loop(config, data)
+  log('    batch 32 epoch, lax.scan vs a Python loop of jitted steps: ' + ', '.join(
+      f"{k} {v['wall_seconds']:.3f} s wall / {v['cpu_seconds']:.3f} s CPU"
+      for k, v in results['scan_vs_step_loop'].items()))
+
+  results['sweeps'] = {}
+  # The smoke form runs the tiny early-stopping sweep only: compiles dominate it.
+  for workload in ('default',) if smoke else ('classic', 'default'):
+    log(f'(c) 16-member sweep on the {workload} workload: sequential vs vmapped ...')
+    s = sweep_vs_sequential(*sweep_configs(smoke, mnist_dir, workload,
+                                           1 if smoke else _SWEEP_EPOCHS.value))
+    results['sweeps'][workload] = s
+    log(f"    sequential {s['sequential_seconds']:.1f} s, vmapped {s['vmapped_seconds']:.1f} s")
+
+  results['peak_rss_mib']['end'] = peak_rss_mib()
+  results['machine']['load_average_end'] = list(os.getloadavg())
+  results['targets'] = targets(results)
+  report.atomic_write_json(str(out / 'results.json'), results)
+  text = markdown(results)
+  report.atomic_write_text(str(out / 'summary.md'), text)
+  log('')
+  log(text)
+
+
+if __name__ == '__main__':
+  app.run(main)
