@@ -1,0 +1,1 @@
+"""Experiments that measure the classic notebook's claims (see experiments/README.md)."""
