@@ -1,0 +1,429 @@
+"""What the experiments of part A share: flags, data, per-epoch trajectories, offline
+early stopping, figures and report text.
+
+The central idea is `Trajectory`: train one (config, seed) for the whole epoch budget and
+evaluate the validation and test sets after EVERY epoch. Early stopping never changes the
+training path (it only truncates it), so one full-length trajectory answers every
+early-stopping setting exactly: `simulate_early_stopping` replays regjax's own
+`EarlyStopping` state machine over the recorded validation curve, and the test accuracy
+of the kept weights is read off the curve at the epoch it keeps. Model selection only
+ever looks at validation metrics; the per-epoch test numbers are read at the selected
+epoch (or plotted as curves), never used to choose.
+
+Seeds follow `regjax.train.Runner`: `jax.random.key(seed)` split into init / shuffle /
+dropout keys, so a trajectory's first epochs are the very epochs `Runner.fit(seed)` trains.
+"""
+
+import dataclasses
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+import matplotlib
+from matplotlib import figure as mpl_figure
+from matplotlib import ticker
+from matplotlib.backends import backend_agg
+import ml_collections
+import numpy as np
+import PIL.Image
+
+from regjax import optimizers
+from regjax import report
+from regjax import schema
+from regjax import train
+from regjax.data import Dataset
+from regjax.early_stopping import EarlyStopping
+from regjax.errors import ConfigError, find_config_error
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Largest training subset evaluated in inference mode each epoch (a fixed prefix of the
+# already shuffled training split): enough for a train accuracy to 0.1 pp, cheaper than 54k.
+TRAIN_EVAL_SIZE = 10_000
+# Dots per inch of saved figures: sharp in a README, small enough to commit (< 300 KB).
+DPI = 120
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def define_flags(default_seeds: int) -> None:
+  """Defines the common flags; called from `__main__` only, so imports define none.
+
+  (Importing every experiment into one test process must not define `--out` twice.)
+  """
+  flags.DEFINE_string('out', None, 'Output folder (created).', required=True)
+  flags.DEFINE_string('mnist_dir', default_mnist_dir(),
+                      'Folder with the four MNIST IDX files; empty = TFDS.')
+  flags.DEFINE_bool('smoke', False, 'Seconds-long form on the embedded digits data.')
+  flags.DEFINE_integer('seeds', default_seeds, 'Replicate seeds per setting (>= 2).',
+                       lower_bound=2)
+
+
+EXIT_BAD_INPUT = 2
+
+
+def run_or_fail(fn: Callable[[], Any]) -> Any:
+  """Calls fn(); bad input (a ConfigError) becomes one line on stderr and exit status 2."""
+  try:
+    return fn()
+  except ConfigError as e:
+    found = find_config_error(e) or e
+    print(f'experiments: error: {" ".join(str(found).split())}', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def default_mnist_dir() -> str:
+  """$REGJAX_MNIST_DIR, else ../shared/data/mnist beside the repo if it exists, else ''."""
+  env = os.environ.get('REGJAX_MNIST_DIR')
+  if env:
+    return env
+  shared = REPO_ROOT.parent / 'shared' / 'data' / 'mnist'
+  return str(shared) if shared.is_dir() else ''
+
+
+def log(line: str) -> None:
+  """Progress line to stdout, flushed (runs take minutes; output may go to a file)."""
+  print(line, flush=True)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def base_config(smoke: bool, mnist_dir: str) -> ml_collections.ConfigDict:
+  """The schema defaults on MNIST (`mnist_dir`, '' = TFDS), or on digits when `smoke`.
+
+  Smoke runs use the embedded 8x8 digits so that tests need no files and take seconds.
+  """
+  c = schema.default_config()
+  if smoke:
+    c.data.name = 'digits'
+  else:
+    c.data.name, c.data.dir = 'mnist', mnist_dir
+  return c
+
+
+def override(config: ml_collections.ConfigDict, **dotted: Any) -> ml_collections.ConfigDict:
+  """A copy of `config` with 'section__field=value' overrides, e.g. model__widths=(512,)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  for key, value in dotted.items():
+    section, field = key.split('__')
+    c[section][field] = value
+  return c
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class Trajectory:
+  """Trains one config for all `train.epochs`, evaluating every epoch (see module doc).
+
+  One compiled program per instance does an epoch, the weight statistics and every
+  evaluation (one dispatch per epoch); every seed and every strength reuses it. The data
+  arrays are arguments of that program, not constants baked into it, which keeps
+  compilation to seconds even on full MNIST.
+
+  Strength sweeps without recompiling: penalty strengths are arguments, and optimizer
+  strengths named in `include` are kept in the optax chain even at 0 (an exact no-op
+  there) so that `run(..., optimizer_hparams=...)` can set them per run.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, data: Dataset,
+               include: Sequence[str] = ()):
+    """Builds the trainer of `config` for `data` (validates the config)."""
+    self.config, self.data = config, data
+    trainer = train.make_trainer(config, data.num_classes, len(data.x_train))
+    if include:
+      steps = (len(data.x_train) // config.train.batch_size) * config.train.epochs
+      trainer = dataclasses.replace(
+          trainer, tx=optimizers.make_optimizer(config.optimizer, steps, include=include))
+    self.trainer = trainer
+    self.hparams = train.penalty_hparams(config.penalty)
+    self._x, self._y = jax.device_put(data.x_train), jax.device_put(data.y_train)
+    n_eval = min(TRAIN_EVAL_SIZE, len(data.x_train))
+    self.sets = {'trainset': (self._x[:n_eval], self._y[:n_eval])}
+    if len(data.x_val):
+      self.sets['val'] = (jax.device_put(data.x_val), jax.device_put(data.y_val))
+    self.sets['test'] = (jax.device_put(data.x_test), jax.device_put(data.y_test))
+    self._epoch = jax.jit(self._epoch_and_eval)
+
+  def _epoch_and_eval(self, state, x, y, sets, hparams, shuffle_key, dropout_key, epoch,
+                      do_eval):
+    t = self.trainer
+    state, metrics = t.train_epoch(state, x, y, hparams, shuffle_key, dropout_key, epoch)
+    metrics = dict(metrics, **t.weight_stats(state.params))
+
+    def evaluate(state):
+      out = {}
+      for name, (xs, ys) in sets.items():
+        ev = t.evaluate(state.params, state.batch_stats, xs, ys)
+        out[f'{name}_loss'], out[f'{name}_accuracy'] = ev['loss'], ev['accuracy']
+      return out
+
+    def skip(state):
+      return {f'{name}_{m}': jnp.float32(jnp.nan) for name in sets
+              for m in ('loss', 'accuracy')}
+
+    # A traced switch, so that evaluating every epoch or only some shares one program.
+    metrics.update(jax.lax.cond(do_eval, evaluate, skip, state))
+    return state, metrics
+
+  def run(self, seed: int, on_epoch: Callable[[int, train.TrainState], None] | None = None,
+          penalty: Mapping[str, float] | None = None,
+          optimizer_hparams: Mapping[str, float] | None = None, eval_every: int = 1
+          ) -> tuple[list[dict[str, float]], train.TrainState]:
+    """Trains seed `seed` for the whole budget.
+
+    Args:
+      seed: `jax.random.key(seed)` is split into init / shuffle / dropout keys.
+      on_epoch: called as on_epoch(epoch, state) after each epoch (e.g. to keep weights).
+      penalty: overrides of the coupled strengths {'l1', 'l2'} for this run.
+      optimizer_hparams: values for `opt_state.hyperparams` (e.g. {'l1_prox': 1.0});
+        each name must be in the chain (config value > 0 or named in `include`).
+      eval_every: evaluate after every this many epochs and after the last one; the
+        other rows hold NaN for the evaluation metrics (so use 1 with early stopping).
+    Returns:
+      (rows, final state). One row per epoch (0-based 'epoch'): 'train_loss',
+      'train_accuracy' (training-mode means over the epoch's batches), 'train_penalty',
+      inference-mode 'trainset_*' (first <= 10k training examples), 'val_*' and 'test_*'
+      loss (mean cross-entropy, nats) and accuracy (fraction), the weight statistics
+      'weight_l1', 'weight_l2', 'zero_fraction', and 'seconds' (wall clock). A run whose
+      training loss turns non-finite stops there.
+    """
+    hparams = dict(self.hparams)
+    for name, value in (penalty or {}).items():
+      hparams[name] = jnp.float32(value)
+    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
+    state = self.trainer.init(init_key, self._x[:1])
+    if optimizer_hparams:
+      state = state.replace(opt_state=optimizers.set_hyperparams(state.opt_state,
+                                                                 **optimizer_hparams))
+    rows = []
+    epochs = self.config.train.epochs
+    for epoch in range(epochs):
+      t0 = time.perf_counter()
+      do_eval = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
+      state, metrics = self._epoch(state, self._x, self._y, self.sets, hparams,
+                                   shuffle_key, dropout_key, jnp.int32(epoch),
+                                   jnp.bool_(do_eval))
+      row = {'epoch': epoch, **{k: float(v) for k, v in jax.device_get(metrics).items()}}
+      row['seconds'] = time.perf_counter() - t0
+      rows.append(row)
+      if on_epoch is not None:
+        on_epoch(epoch, state)
+      if not math.isfinite(row['train_loss']):
+        break
+    return rows, state
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+INFINITE = None  # Patience that never stops (the whole budget, then restore if asked).
+
+
+def simulate_early_stopping(rows: Sequence[Mapping[str, float]], patience: int | None,
+                            monitor: str = 'val_loss', restore_best: bool = True,
+                            min_delta: float = 0.0) -> dict[str, Any]:
+  """Replays regjax's `EarlyStopping` over a recorded trajectory.
+
+  The state machine sees exactly what `Runner` shows it (one metrics row per epoch);
+  the "weights" it keeps are the epoch index, so `best_variables` names the epoch whose
+  weights `Runner.fit` would have returned.
+
+  Args:
+    rows: per-epoch rows of `Trajectory.run` (must contain `monitor`).
+    patience: epochs without improvement before stopping; None = never stop.
+    monitor: the watched metric (mode from its name: max for *accuracy, else min).
+    restore_best: keep the best epoch's weights (else the last epoch trained).
+    min_delta: an improvement must beat the best by more than this.
+  Returns:
+    {'stop_epoch': last epoch trained (0-based), 'epochs_run', 'best_epoch' (by the
+     monitor; -1 if none), 'kept_epoch' (whose weights are kept), 'stopped' (bool)}.
+  """
+  es = EarlyStopping(monitor=monitor, mode='auto', min_delta=min_delta,
+                     patience=len(rows) + 1 if patience is None else patience,
+                     restore_best=restore_best)
+  state = es.init(jnp.int32(-1), {})
+  for row in rows:
+    state = es.update(state, {monitor: row[monitor]}, jnp.int32(row['epoch']), {})
+    if bool(state.stopped):
+      break
+  last = int(state.epoch) - 1
+  kept, _ = es.best_variables(state, jnp.int32(last), {})
+  return {'stop_epoch': last, 'epochs_run': last + 1, 'best_epoch': int(state.best_epoch),
+          'kept_epoch': max(int(kept), 0), 'stopped': bool(state.stopped)}
+
+
+def record_at(rows: Sequence[Mapping[str, float]], epoch: int, variant: str, seed: int,
+              **extra: Any) -> dict[str, Any]:
+  """A `report.summarize` run record for the weights of `epoch` of a trajectory.
+
+  'train_accuracy' is the inference-mode accuracy on the training subset, so the
+  summary's gap is train minus test accuracy of the same weights.
+  """
+  r = rows[epoch]
+  return {'variant': variant, 'seed': seed, 'test_accuracy': r['test_accuracy'],
+          'test_loss': r['test_loss'], 'train_accuracy': r['trainset_accuracy'],
+          'val_accuracy': r.get('val_accuracy', math.nan), 'best_epoch': epoch,
+          'stop_epoch': extra.pop('stop_epoch', len(rows) - 1),
+          'zero_fraction': r['zero_fraction'], 'weight_l2': r['weight_l2'],
+          'seconds_per_epoch': float(np.mean([q['seconds'] for q in rows])),
+          'diverged': not math.isfinite(r['train_loss']), **extra}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+  """'97.41 ± 0.12': mean ± sample std (ddof=1) of `values` times `scale`."""
+  v = np.asarray(values, dtype=np.float64) * scale
+  if len(v) < 2:
+    return f'{v.mean():.{digits}f}'
+  return f'{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}'
+
+
+def diff_text(row: Mapping[str, Any]) -> str:
+  """'+0.35 [-0.10, +0.80]' pp from a `report.summarize` row ('*' if the CI excludes 0)."""
+  if row['variant'] == row['baseline']:
+    return '(baseline)'
+  text = f"{row['diff_mean'] * 100:+.2f}"
+  if math.isfinite(row['diff_ci_low']):
+    text += f" [{row['diff_ci_low'] * 100:+.2f}, {row['diff_ci_high'] * 100:+.2f}]"
+  return text + (' *' if row['significant'] else '')
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+  """A GitHub markdown table (cells converted with str)."""
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in body]
+  return '\n'.join(lines)
+
+
+def curve_band(curves: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(mean, low, high) over seeds of equal-length curves (N_seeds, E) -> each (E,).
+
+  Curves of different lengths are cut to the shortest.
+  """
+  n = min(len(c) for c in curves)
+  a = np.asarray([c[:n] for c in curves], dtype=np.float64)
+  return a.mean(0), a.min(0), a.max(0)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def new_canvas(width: float, height: float) -> mpl_figure.Figure:
+  """An empty constrained-layout figure of width x height inches on an Agg canvas.
+
+  Built without pyplot: no display and no global figure registry (as report.plot_curves).
+  """
+  fig = mpl_figure.Figure(figsize=(width, height), dpi=DPI, layout='constrained')
+  backend_agg.FigureCanvasAgg(fig)
+  return fig
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, width: float = 5.0, height: float = 3.6
+               ) -> tuple[mpl_figure.Figure, np.ndarray]:
+  """A `new_canvas` with (nrows, ncols) gridded axes of width x height inches each."""
+  fig = new_canvas(width * ncols, height * nrows)
+  axes = fig.subplots(nrows, ncols, squeeze=False)
+  for ax in axes.ravel():
+    ax.grid(True, alpha=0.3)
+  return fig, axes
+
+
+def save_figure(fig: mpl_figure.Figure, out: str, name: str) -> str:
+  """Writes `fig` to out/name (PNG, DPI dots per inch, see `compact_png`); returns the path."""
+  path = os.path.join(out, name)
+  os.makedirs(out, exist_ok=True)
+  fig.savefig(path, format='png', dpi=DPI)
+  compact_png(path)
+  return path
+
+
+def compact_png(path: str) -> None:
+  """Rewrites a PNG with a 256-colour palette, in place.
+
+  Line plots use few colours, so this looks the same and is typically 3x smaller
+  (figures are committed; many noisy curves made one 330 KB as RGBA).
+  """
+  with PIL.Image.open(path) as image:
+    palette = image.convert('RGB').quantize(colors=256, method=PIL.Image.Quantize.MEDIANCUT)
+  palette.save(path, format='png', optimize=True)
+
+
+def integer_x(ax) -> None:
+  """Integer ticks on the x axis (epochs)."""
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+
+
+def colors(n: int) -> list[Any]:
+  """n distinct colors from a sequential map (for ordered sweeps)."""
+  cmap = matplotlib.colormaps['viridis']
+  return [cmap(0.9 * i / max(n - 1, 1)) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def machine() -> str:
+  """'2-core AMD EPYC x86_64, jax 0.x (cpu)': where the numbers were measured."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+    if names:
+      model = names[0]
+  except OSError:
+    pass
+  return (f'{os.cpu_count()}-core {model} {platform.machine()}, jax {jax.__version__} '
+          f'({jax.default_backend()})')
+
+
+@dataclasses.dataclass
+class Outputs:
+  """Collects an experiment's results and report, then writes them into `out`.
+
+  results.json holds `results` (NaN as null); report.md the markdown `lines`.
+  """
+  out: str
+  title: str
+  results: dict[str, Any] = dataclasses.field(default_factory=dict)
+  lines: list[str] = dataclasses.field(default_factory=list)
+  started: float = dataclasses.field(default_factory=time.perf_counter)
+  started_cpu: float = dataclasses.field(default_factory=time.process_time)
+
+  def add(self, *text: str) -> None:
+    """Appends paragraphs (each followed by a blank line) to report.md."""
+    for t in text:
+      self.lines += [t, '']
+
+  def figure(self, fig: mpl_figure.Figure, name: str, caption: str) -> str:
+    """Saves a figure into `out`; returns its markdown (image and caption) for `add`."""
+    save_figure(fig, self.out, name)
+    self.results.setdefault('figures', []).append(name)
+    return f'![{caption}]({name})\n\n*{caption}*'
+
+
+  def write(self) -> dict[str, str]:
+    """Writes results.json and report.md atomically; returns their paths."""
+    seconds = time.perf_counter() - self.started
+    cpu = time.process_time() - self.started_cpu
+    load = os.getloadavg()[1]
+    self.results.update(runtime_seconds=seconds, cpu_seconds=cpu, load_average_5min=load,
+                        machine=machine())
+    # The machine may be shared: the load average says how much the wall clock is inflated.
+    head = [f'# {self.title}', '',
+            f'Runtime {seconds / 60:.1f} min wall clock ({cpu / 60:.1f} min of CPU time) on '
+            f'{self.results["machine"]}; 5-minute load average at the end {load:.1f}.', '']
+    paths = {'json': os.path.join(self.out, 'results.json'),
+             'report': os.path.join(self.out, 'report.md')}
+    report.atomic_write_json(paths['json'], self.results)
+    report.atomic_write_text(paths['report'], '\n'.join(head + self.lines).rstrip() + '\n')
+    return paths
