@@ -28,6 +28,11 @@ _CACHE = flags.DEFINE_string(
     'compilation_cache', os.path.join('~', '.cache', 'regjax', 'xla'),
     "Folder for JAX's persistent compilation cache, so a repeated command loads its "
     "compiled programs instead of compiling again; '' turns it off.")
+_CHECKPOINT_EVERY = flags.DEFINE_float(
+    'checkpoint_every_s', 5.0,
+    'Least seconds of training between two checkpoints of a run (0 = after every epoch '
+    'whose previous save has finished; a negative value turns checkpoints off). Results '
+    'do not depend on it.')
 EXIT_BAD_INPUT = 2
 
 
@@ -109,7 +114,9 @@ def main(argv: list[str]) -> None:
             "pass another folder or ''")
   workdir = _WORKDIR.value or _default_workdir(_config_path(sys.argv))
   try:
-    result = experiment.run(_CONFIG.value, workdir)
+    every = _CHECKPOINT_EVERY.value
+    result = experiment.run(_CONFIG.value, workdir,
+                            checkpoint_every_s=None if every < 0 else every)
   except ConfigError as e:
     _fail(str(e))
   print(result['table'])
