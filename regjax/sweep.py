@@ -360,26 +360,12 @@ class Sweep:
     params / batch_stats carry the member axis; x (N, ...), y (N,) are shared. Chunks
     and float64 accumulation as in `train.Runner.evaluate`, so the sums match it.
     """
-    size = min(self.trainer.eval_batch_size, max(len(x), 1))
     if self._eval_chunk is None:
-      self._eval_chunk = jax.jit(jax.vmap(self._chunk_sums,
+      self._eval_chunk = jax.jit(jax.vmap(self.trainer.eval_sums,
                                           in_axes=(0, 0, None, None, None)))
-    totals = np.zeros((len(self), 2))
-    for start in range(0, len(x), size):
-      xb, yb = x[start:start + size], y[start:start + size]
-      valid = np.arange(size) < len(xb)
-      pad = size - len(xb)
-      xb = np.pad(xb, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-      yb = np.pad(yb, (0, pad))
-      totals += np.asarray(self._eval_chunk(params, batch_stats, xb, yb, valid))
+    totals = train.chunked_sums(self._eval_chunk, params, batch_stats, x, y,
+                                self.trainer.eval_batch_size)
     return {'loss': totals[:, 0] / len(x), 'accuracy': totals[:, 1] / len(x)}
-
-  def _chunk_sums(self, params, batch_stats, x, y, valid):
-    logits = self.trainer.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                      train=False)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    correct = jnp.argmax(logits, -1) == y
-    return jnp.stack([jnp.sum(loss * valid), jnp.sum(correct * valid)])
 
 
 def fit_many(members: Sequence[Member], data: Dataset,

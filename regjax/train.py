@@ -174,6 +174,15 @@ class Trainer:
                                               (xp, yp, valid))
     return {'loss': loss_sum / n, 'accuracy': correct_sum / n}
 
+  def eval_sums(self, params, batch_stats, x: jax.Array, y: jax.Array,
+                valid: jax.Array) -> jax.Array:
+    """[sum of loss, number correct] over the examples of x (B, ...) where `valid` (B,)."""
+    logits = self.model.apply({'params': params, 'batch_stats': batch_stats}, x,
+                              train=False)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = jnp.argmax(logits, -1) == y
+    return jnp.stack([jnp.sum(loss * valid), jnp.sum(correct * valid)])
+
 
 def make_trainer(config: ml_collections.ConfigDict, num_classes: int,
                  num_train: int) -> Trainer:
@@ -382,25 +391,31 @@ class Runner:
     Runs in fixed chunks of `train.eval_batch_size` examples (the last one padded), so
     the train, validation and test sets share one compiled program.
     """
-    size = min(self.trainer.eval_batch_size, max(len(x), 1))
     if not hasattr(self, '_eval_chunk'):
-      self._eval_chunk = jax.jit(self._chunk_sums)
-    totals = np.zeros(2)
-    for start in range(0, len(x), size):
-      xb, yb = x[start:start + size], y[start:start + size]
-      valid = np.arange(size) < len(xb)
-      pad = size - len(xb)
-      xb = np.pad(xb, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-      yb = np.pad(yb, (0, pad))
-      totals += np.asarray(self._eval_chunk(params, batch_stats, xb, yb, valid))
+      self._eval_chunk = jax.jit(self.trainer.eval_sums)
+    totals = chunked_sums(self._eval_chunk, params, batch_stats, x, y,
+                          self.trainer.eval_batch_size)
     return {'loss': float(totals[0] / len(x)), 'accuracy': float(totals[1] / len(x))}
 
-  def _chunk_sums(self, params, batch_stats, x, y, valid):
-    logits = self.trainer.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                      train=False)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    correct = jnp.argmax(logits, -1) == y
-    return jnp.stack([jnp.sum(loss * valid), jnp.sum(correct * valid)])
+
+def chunked_sums(sums_fn: Callable[..., jax.Array], params, batch_stats, x: np.ndarray,
+                 y: np.ndarray, chunk: int) -> np.ndarray:
+  """Adds up `sums_fn(params, batch_stats, xb, yb, valid)` over fixed-size chunks of x, y.
+
+  Every chunk has min(chunk, N) examples (the last one zero-padded and masked out by
+  `valid`), so one compiled `sums_fn` serves sets of any size. Returns the float64 total
+  of what sums_fn returns (e.g. (2,) or, vmapped over members, (K, 2)).
+  """
+  size = min(chunk, max(len(x), 1))
+  totals = 0.0
+  for start in range(0, len(x), size):
+    xb, yb = x[start:start + size], y[start:start + size]
+    valid = np.arange(size) < len(xb)
+    pad = size - len(xb)
+    xb = np.pad(xb, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+    yb = np.pad(yb, (0, pad))
+    totals = totals + np.asarray(sums_fn(params, batch_stats, xb, yb, valid), np.float64)
+  return np.asarray(totals)
 
 
 def fit(config: ml_collections.ConfigDict, data: Dataset, seed: int,
