@@ -56,20 +56,24 @@ from regjax.data import Dataset, load_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-_OUT = flags.DEFINE_string('out', None, 'Output folder (created).')
-_MNIST_DIR = flags.DEFINE_string(
-    'mnist_dir', None, 'Folder with the four MNIST IDX files (default: $REGJAX_MNIST_DIR, '
-    'else ../shared/data/mnist beside the repository).')
-_SMOKE = flags.DEFINE_bool('smoke', False, 'Seconds-long form on the embedded digits.')
-_EPOCHS = flags.DEFINE_integer('epochs', 5, 'Epochs of the classic workload.', lower_bound=2)
-_SEEDS = flags.DEFINE_integer('seeds', 1, 'Seeds of the classic workload per framework.',
-                              lower_bound=1)
-_SWEEP_EPOCHS = flags.DEFINE_integer('sweep_epochs', 2, 'Epochs of each sweep member.',
-                                     lower_bound=1)
-_KERAS_PYTHON = flags.DEFINE_string('keras_python', sys.executable,
-                                    'Python that can import keras (and jax); empty = skip.')
-_TORCH_PYTHON = flags.DEFINE_string('torch_python', sys.executable,
-                                    'Python that can import torch; empty = skip.')
+
+def _define_flags() -> None:
+  """Defines the flags; only when run as a script, so importing this module (tests)
+  leaves the process's absl flags alone."""
+  flags.DEFINE_string('out', None, 'Output folder (created).')
+  flags.DEFINE_string(
+      'mnist_dir', None, 'Folder with the four MNIST IDX files (default: $REGJAX_MNIST_DIR, '
+      'else ../shared/data/mnist beside the repository).')
+  flags.DEFINE_bool('smoke', False, 'Seconds-long form on the embedded digits.')
+  flags.DEFINE_integer('epochs', 5, 'Epochs of the classic workload.', lower_bound=2)
+  flags.DEFINE_integer('seeds', 1, 'Seeds of the classic workload per framework.',
+                       lower_bound=1)
+  flags.DEFINE_integer('sweep_epochs', 2, 'Epochs of each sweep member.', lower_bound=1)
+  flags.DEFINE_string('keras_python', sys.executable,
+                      'Python that can import keras (and jax); empty = skip.')
+  flags.DEFINE_string('torch_python', sys.executable,
+                      'Python that can import torch; empty = skip.')
+
 
 HIDDEN = 128
 # Matmul FLOPs of one training example of the MLP d-h-k (2 FLOPs per multiply-add):
@@ -109,8 +113,8 @@ def peak_rss_mib() -> float:
 
 
 def _mnist_dir() -> str:
-  if _MNIST_DIR.value:
-    return _MNIST_DIR.value
+  if flags.FLAGS.mnist_dir:
+    return flags.FLAGS.mnist_dir
   env = os.environ.get('REGJAX_MNIST_DIR')
   return env or str(REPO_ROOT.parent / 'shared' / 'data' / 'mnist')
 
@@ -578,14 +582,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> None:
   del argv
-  if not _OUT.value:
+  if not flags.FLAGS.out:
     raise app.UsageError('--out is required')
-  smoke, mnist_dir = _SMOKE.value, _mnist_dir()
-  epochs = 2 if smoke else _EPOCHS.value
-  out = Path(_OUT.value)
+  smoke, mnist_dir = flags.FLAGS.smoke, _mnist_dir()
+  epochs = 2 if smoke else flags.FLAGS.epochs
+  out = Path(flags.FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)
   results: dict[str, Any] = {'smoke': smoke, 'machine': machine(), 'epochs': epochs,
-                             'seeds': _SEEDS.value, 'flop_formula': FLOP_FORMULA}
+                             'seeds': flags.FLAGS.seeds, 'flop_formula': FLOP_FORMULA}
   log = lambda text: print(text, flush=True)
 
   config = classic_config(smoke, mnist_dir, epochs=epochs)
@@ -593,7 +597,7 @@ def main(argv: list[str]) -> None:
   results['dataset'] = data.name
   results['input_dim'] = int(np.prod(data.x_train.shape[1:]))
   log(f'(a) classic workload on {data.name}: regjax ...')
-  ours = regjax_classic(config, data, _SEEDS.value)
+  ours = regjax_classic(config, data, flags.FLAGS.seeds)
   results['first_compile_seconds'] = ours['compile_seconds']
   results['first_compile_cpu_seconds'] = ours['compile_cpu_seconds']
   results['peak_rss_mib'] = {'after_classic': peak_rss_mib()}
@@ -605,10 +609,10 @@ def main(argv: list[str]) -> None:
     np.savez(npz, x_train=data.x_train[..., 0], y_train=data.y_train,
              x_test=data.x_test[..., 0], y_test=data.y_test)
     for name, python, code, module in (
-        ('keras', _KERAS_PYTHON.value, KERAS_CHILD, 'keras'),
-        ('torch', _TORCH_PYTHON.value, TORCH_CHILD, 'torch')):
+        ('keras', flags.FLAGS.keras_python, KERAS_CHILD, 'keras'),
+        ('torch', flags.FLAGS.torch_python, TORCH_CHILD, 'torch')):
       log(f'(a) classic workload: {name} ...')
-      classic[name] = run_child(name, python, code, module, npz, epochs, _SEEDS.value)
+      classic[name] = run_child(name, python, code, module, npz, epochs, flags.FLAGS.seeds)
   results['classic'] = classic
   for name in ('regjax', 'keras', 'torch'):
     r = classic[name]
@@ -640,7 +644,7 @@ def main(argv: list[str]) -> None:
   for workload in ('default',) if smoke else ('classic', 'default'):
     log(f'(c) 16-member sweep on the {workload} workload: sequential vs vmapped ...')
     s = sweep_vs_sequential(*sweep_configs(smoke, mnist_dir, workload,
-                                           1 if smoke else _SWEEP_EPOCHS.value))
+                                           1 if smoke else _SWEEPflags.FLAGS.epochs))
     results['sweeps'][workload] = s
     log(f"    sequential {s['sequential_seconds']:.1f} s, vmapped {s['vmapped_seconds']:.1f} s")
 
@@ -655,4 +659,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
