@@ -23,7 +23,6 @@ Outputs in --out: results.json, batchnorm_steps.png, batchnorm_curves.png, repor
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 import sys
 import time
@@ -42,10 +41,10 @@ from regjax import schema
 from regjax import train
 from regjax.data import load_dataset
 from regjax.errors import ConfigError
+from experiments.common import default_mnist_dir
 
 STEPS_FIGURE = 'batchnorm_steps.png'
 CURVES_FIGURE = 'batchnorm_curves.png'
-_SHARED_MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -410,15 +409,6 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in results['claims'][0]['sensitivity_per_lr']) + '.']
   lines += ['', f'![steps]({STEPS_FIGURE})', '', f'![curves]({CURVES_FIGURE})', '']
   return '\n'.join(lines)
-
-
-def default_mnist_dir() -> str:
-  """$REGJAX_MNIST_DIR, else the shared MNIST folder beside the repo if it exists, else
-  '' (TFDS)."""
-  env = os.environ.get('REGJAX_MNIST_DIR')
-  if env:
-    return env
-  return str(_SHARED_MNIST) if _SHARED_MNIST.is_dir() else ''
 
 
 def _define_flags() -> None:

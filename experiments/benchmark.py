@@ -644,7 +644,7 @@ def main(argv: list[str]) -> None:
   for workload in ('default',) if smoke else ('classic', 'default'):
     log(f'(c) 16-member sweep on the {workload} workload: sequential vs vmapped ...')
     s = sweep_vs_sequential(*sweep_configs(smoke, mnist_dir, workload,
-                                           1 if smoke else _SWEEPflags.FLAGS.epochs))
+                                           1 if smoke else flags.FLAGS.sweep_epochs))
     results['sweeps'][workload] = s
     log(f"    sequential {s['sequential_seconds']:.1f} s, vmapped {s['vmapped_seconds']:.1f} s")
 

@@ -28,7 +28,6 @@ Outputs in --out: results.json, bias_variance_decomposition.png, report.md.
 """
 
 import dataclasses
-import os
 from pathlib import Path
 import sys
 import time
@@ -48,9 +47,9 @@ from regjax import schema
 from regjax import train
 from regjax.data import load_dataset
 from regjax.errors import ConfigError
+from experiments.common import default_mnist_dir
 
 FIGURE = 'bias_variance_decomposition.png'
-_SHARED_MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,15 +350,6 @@ def markdown(results: dict[str, Any]) -> str:
       '',
   ]
   return '\n'.join(lines)
-
-
-def default_mnist_dir() -> str:
-  """$REGJAX_MNIST_DIR, else the shared MNIST folder beside the repo if it exists, else
-  '' (TFDS)."""
-  env = os.environ.get('REGJAX_MNIST_DIR')
-  if env:
-    return env
-  return str(_SHARED_MNIST) if _SHARED_MNIST.is_dir() else ''
 
 
 def _define_flags() -> None:

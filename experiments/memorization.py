@@ -31,7 +31,6 @@ memorization_early_stopping.png, report.md.
 """
 
 import dataclasses
-import os
 from pathlib import Path
 import sys
 import time
@@ -52,11 +51,11 @@ from regjax import schema
 from regjax import train
 from regjax.data import Dataset, load_dataset
 from regjax.errors import ConfigError
+from experiments.common import default_mnist_dir
 
 FIT_FIGURE = 'memorization_fit.png'
 REG_FIGURE = 'memorization_regularizers.png'
 ES_FIGURE = 'memorization_early_stopping.png'
-_SHARED_MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
 FIT_THRESHOLD = 0.99  # Training accuracy on the noisy labels that counts as "fitted".
 MEMORIZE_THRESHOLD = 0.9  # Share of changed labels memorized that counts as "mostly".
 
@@ -496,15 +495,6 @@ def markdown(results: dict[str, Any]) -> str:
   lines += ['', f'![fit]({FIT_FIGURE})', '', f'![regularizers]({REG_FIGURE})', '',
             f'![early stopping]({ES_FIGURE})', '']
   return '\n'.join(lines)
-
-
-def default_mnist_dir() -> str:
-  """$REGJAX_MNIST_DIR, else the shared MNIST folder beside the repo if it exists, else
-  '' (TFDS)."""
-  env = os.environ.get('REGJAX_MNIST_DIR')
-  if env:
-    return env
-  return str(_SHARED_MNIST) if _SHARED_MNIST.is_dir() else ''
 
 
 def _define_flags() -> None:

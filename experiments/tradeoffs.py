@@ -28,7 +28,6 @@ Outputs in --out: results.json, tradeoffs_cost.png, tradeoffs_sensitivity.png, r
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 import sys
 import time
@@ -47,10 +46,10 @@ from regjax import schema
 from regjax import train
 from regjax.data import load_dataset
 from regjax.errors import ConfigError
+from experiments.common import default_mnist_dir
 
 COST_FIGURE = 'tradeoffs_cost.png'
 SENSITIVITY_FIGURE = 'tradeoffs_sensitivity.png'
-_SHARED_MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
 TOLERANCE = 0.005  # "Within 0.5 pp of the best" (accuracy as a fraction).
 
 # Regularizer name -> config overrides at a typical strength (the cost part).
@@ -400,15 +399,6 @@ def markdown(results: dict[str, Any]) -> str:
         f"{len(k['values'])} points) |")
   lines += ['', f'![cost]({COST_FIGURE})', '', f'![sensitivity]({SENSITIVITY_FIGURE})', '']
   return '\n'.join(lines)
-
-
-def default_mnist_dir() -> str:
-  """$REGJAX_MNIST_DIR, else the shared MNIST folder beside the repo if it exists, else
-  '' (TFDS)."""
-  env = os.environ.get('REGJAX_MNIST_DIR')
-  if env:
-    return env
-  return str(_SHARED_MNIST) if _SHARED_MNIST.is_dir() else ''
 
 
 def _define_flags() -> None:

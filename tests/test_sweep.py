@@ -6,7 +6,6 @@ from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from regjax import schema
 from regjax import sweep
