@@ -24,7 +24,6 @@ Outputs in --out: results.json, batchnorm_steps.png, batchnorm_curves.png, repor
 import dataclasses
 import math
 from pathlib import Path
-import sys
 import time
 from typing import Any
 
@@ -41,7 +40,7 @@ from regjax import schema
 from regjax import train
 from regjax.data import load_dataset
 from regjax.errors import ConfigError
-from experiments.common import default_mnist_dir
+from experiments import common
 
 STEPS_FIGURE = 'batchnorm_steps.png'
 CURVES_FIGURE = 'batchnorm_curves.png'
@@ -411,23 +410,12 @@ def markdown(results: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _define_flags() -> None:
-  flags.DEFINE_string('out', None, 'Output folder.', required=True)
-  flags.DEFINE_string('mnist_dir', default_mnist_dir(),
-                      "Folder with the MNIST IDX files; '' = TFDS.")
-  flags.DEFINE_bool('smoke', False, 'Seconds-long run on digits (for tests).')
-  flags.DEFINE_integer('seeds', 3, 'Seeds per grid cell.')
-
-
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  try:
-    run(f.out, f.mnist_dir, f.smoke, f.seeds)
-  except ConfigError as e:
-    sys.exit(f'error: {e}')
+  common.run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds))
 
 
 if __name__ == '__main__':
-  _define_flags()
+  common.define_flags(default_seeds=3, seeds_help='Seeds per grid cell.', min_seeds=1)
   app.run(main)

@@ -29,7 +29,6 @@ Outputs in --out: results.json, bias_variance_decomposition.png, report.md.
 
 import dataclasses
 from pathlib import Path
-import sys
 import time
 from typing import Any, Callable
 
@@ -47,7 +46,7 @@ from regjax import schema
 from regjax import train
 from regjax.data import load_dataset
 from regjax.errors import ConfigError
-from experiments.common import default_mnist_dir
+from experiments import common
 
 FIGURE = 'bias_variance_decomposition.png'
 
@@ -352,23 +351,13 @@ def markdown(results: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _define_flags() -> None:
-  flags.DEFINE_string('out', None, 'Output folder.', required=True)
-  flags.DEFINE_string('mnist_dir', default_mnist_dir(),
-                      "Folder with the MNIST IDX files; '' = TFDS.")
-  flags.DEFINE_bool('smoke', False, 'Seconds-long run on digits (for tests).')
-  flags.DEFINE_integer('seeds', 8, 'Members (bootstrap resample + seed) per point.')
-
-
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  try:
-    run(f.out, f.mnist_dir, f.smoke, f.seeds)
-  except ConfigError as e:
-    sys.exit(f'error: {e}')
+  common.run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds))
 
 
 if __name__ == '__main__':
-  _define_flags()
+  common.define_flags(default_seeds=8,
+                      seeds_help='Members (bootstrap resample + seed) per point (>= 2).')
   app.run(main)

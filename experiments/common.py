@@ -53,7 +53,9 @@ DPI = 120
 # ----------------------------------------------------------------------------- flags
 
 
-def define_flags(default_seeds: int) -> None:
+def define_flags(default_seeds: int,
+                 seeds_help: str = 'Replicate seeds per setting (>= 2).',
+                 min_seeds: int = 2) -> None:
   """Defines the common flags; called from `__main__` only, so imports define none.
 
   (Importing every experiment into one test process must not define `--out` twice.)
@@ -62,8 +64,7 @@ def define_flags(default_seeds: int) -> None:
   flags.DEFINE_string('mnist_dir', default_mnist_dir(),
                       'Folder with the four MNIST IDX files; empty = TFDS.')
   flags.DEFINE_bool('smoke', False, 'Seconds-long form on the embedded digits data.')
-  flags.DEFINE_integer('seeds', default_seeds, 'Replicate seeds per setting (>= 2).',
-                       lower_bound=2)
+  flags.DEFINE_integer('seeds', default_seeds, seeds_help, lower_bound=min_seeds)
 
 
 EXIT_BAD_INPUT = 2

@@ -32,7 +32,6 @@ memorization_early_stopping.png, report.md.
 
 import dataclasses
 from pathlib import Path
-import sys
 import time
 from typing import Any
 
@@ -51,7 +50,7 @@ from regjax import schema
 from regjax import train
 from regjax.data import Dataset, load_dataset
 from regjax.errors import ConfigError
-from experiments.common import default_mnist_dir
+from experiments import common
 
 FIT_FIGURE = 'memorization_fit.png'
 REG_FIGURE = 'memorization_regularizers.png'
@@ -497,23 +496,12 @@ def markdown(results: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _define_flags() -> None:
-  flags.DEFINE_string('out', None, 'Output folder.', required=True)
-  flags.DEFINE_string('mnist_dir', default_mnist_dir(),
-                      "Folder with the MNIST IDX files; '' = TFDS.")
-  flags.DEFINE_bool('smoke', False, 'Seconds-long run on digits (for tests).')
-  flags.DEFINE_integer('seeds', 3, 'Seeds per setting.')
-
-
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  try:
-    run(f.out, f.mnist_dir, f.smoke, f.seeds)
-  except ConfigError as e:
-    sys.exit(f'error: {e}')
+  common.run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds))
 
 
 if __name__ == '__main__':
-  _define_flags()
+  common.define_flags(default_seeds=3, seeds_help='Seeds per setting.', min_seeds=1)
   app.run(main)
