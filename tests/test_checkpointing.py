@@ -16,6 +16,7 @@ from regjax import checkpointing
 from regjax import schema
 from regjax import train
 from regjax.data import load_dataset
+from tests import helpers
 
 
 def small_config(**overrides):
@@ -26,10 +27,7 @@ def small_config(**overrides):
   c.train.batch_size = 50
   c.optimizer.learning_rate = 1e-2
   c.early_stopping.patience = 100
-  for dotted, value in overrides.items():
-    section, field = dotted.split('.')
-    c[section][field] = value
-  return c
+  return helpers.override(c, **overrides)
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,7 +11,6 @@ keep the file well under a minute.
 import copy
 import functools
 import gzip
-import hashlib
 import math
 import os
 import subprocess
@@ -28,6 +27,7 @@ import numpy as np
 from regjax import experiment
 from regjax.data import load_dataset
 from regjax.errors import ConfigError
+from tests import helpers
 from tests.test_main import ROOT, load_config
 
 # Most examples fail within milliseconds (before any data is read or program traced).
@@ -37,17 +37,6 @@ FEW = settings(derandomize=True, database=None, deadline=None, max_examples=3)
 
 def quiet(line: str) -> None:
   del line
-
-
-def snapshot(workdir: str) -> dict[str, str]:
-  """{relative path: sha256} of every file under `workdir`."""
-  out = {}
-  for root, _, files in os.walk(workdir):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        out[os.path.relpath(path, workdir)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -155,7 +144,7 @@ class ConfigFuzzTest(absltest.TestCase):
     super().setUpClass()
     cls.config = base_config()
     cls.workdir = finished_workdir()
-    cls.before = snapshot(cls.workdir)
+    cls.before = helpers.snapshot(cls.workdir)
 
   def assert_one_line_error_and_workdir_intact(self, config, field):
     with self.assertRaises(ConfigError) as ctx:
@@ -163,7 +152,7 @@ class ConfigFuzzTest(absltest.TestCase):
     message = str(ctx.exception)
     self.assertNotIn('\n', message)
     self.assertEqual(ctx.exception.field, field, message)
-    self.assertEqual(snapshot(self.workdir), self.before)
+    self.assertEqual(helpers.snapshot(self.workdir), self.before)
 
   @settings(FUZZ, max_examples=200)
   @given(st.sampled_from(sorted(BAD_VALUES)).flatmap(
@@ -289,7 +278,7 @@ class DataFileFuzzTest(absltest.TestCase):
     super().setUpClass()
     cls.config = base_config()
     cls.workdir = finished_workdir()
-    cls.before = snapshot(cls.workdir)
+    cls.before = helpers.snapshot(cls.workdir)
 
   def assert_rejected(self, data_fields: dict, field: str):
     config = self.config
@@ -299,7 +288,7 @@ class DataFileFuzzTest(absltest.TestCase):
       experiment.run(config, self.workdir, log=quiet)
     self.assertNotIn('\n', str(ctx.exception))
     self.assertEqual(ctx.exception.field, field, str(ctx.exception))
-    self.assertEqual(snapshot(self.workdir), self.before)
+    self.assertEqual(helpers.snapshot(self.workdir), self.before)
 
   def test_the_uncorrupted_files_load(self):
     # So that each fuzzed failure below is the corruption's doing.
@@ -366,7 +355,7 @@ class CommandLineFuzzTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.workdir = finished_workdir()
-    cls.before = snapshot(cls.workdir)
+    cls.before = helpers.snapshot(cls.workdir)
     cls.npz = os.path.join(tempfile.mkdtemp(), 'data.npz')
     arrays = valid_npz_arrays(np.random.default_rng(0))
     del arrays['y_test']
@@ -383,7 +372,7 @@ class CommandLineFuzzTest(absltest.TestCase):
     lines = proc.stderr.strip().splitlines()
     self.assertLen(lines, 1, proc.stderr)
     self.assertStartsWith(lines[0], 'regjax: error: ')
-    self.assertEqual(snapshot(self.workdir), self.before)
+    self.assertEqual(helpers.snapshot(self.workdir), self.before)
     return lines[0]
 
   @FEW

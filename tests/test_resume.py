@@ -3,7 +3,6 @@ like an uninterrupted one; a workdir is resumed only by its own config."""
 
 import copy
 import glob
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from regjax import experiment
 from regjax import train
 from regjax.data import load_dataset
 from regjax.errors import ConfigError
+from tests import helpers
 from tests.test_main import ROOT, load_config
 
 # One variant, 2 seeds of 200 short epochs (a few ms each) with dropout: long enough to
@@ -85,17 +85,6 @@ def final_states(workdir: str, config):
     with checkpointing.RunCheckpoints(directory) as ckpt:
       restored = ckpt.restore(*runner._init(seed)[:2])
     out[seed] = (restored.epoch, restored.state, restored.es_state)
-  return out
-
-
-def snapshot(workdir: str) -> dict[str, str]:
-  """{relative path: sha256} of every file under `workdir`."""
-  out = {}
-  for root, _, files in os.walk(workdir):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        out[os.path.relpath(path, workdir)] = hashlib.sha256(f.read()).hexdigest()
   return out
 
 
@@ -190,13 +179,13 @@ class ResumeTest(absltest.TestCase):
     workdir = tempfile.mkdtemp()
     first = experiment.run(self.config, workdir, log=quiet)
     self.assert_same_as_reference(workdir)
-    before = snapshot(workdir)
+    before = helpers.snapshot(workdir)
     lines = []
     again = experiment.run(self.config, workdir, log=lines.append)
     self.assertEqual(again['table'], first['table'])
     self.assertLen(lines, self.config.seeds)  # No training, no progress lines.
     self.assertTrue(all(line.endswith('; done earlier') for line in lines), lines)
-    after = snapshot(workdir)
+    after = helpers.snapshot(workdir)
     for name in ('results.json', 'metrics.jsonl', 'config.json'):
       self.assertEqual(after[name], before[name])
     self.assertEqual({k: v for k, v in after.items() if k.startswith('checkpoints')},
@@ -214,14 +203,14 @@ class WorkdirClaimTest(absltest.TestCase):
     experiment.run(cls.config, cls.workdir, log=quiet)
 
   def test_different_config_is_refused_and_nothing_changes(self):
-    before = snapshot(self.workdir)
+    before = helpers.snapshot(self.workdir)
     config = copy.deepcopy(self.config)
     config.train.epochs = 2
     with self.assertRaisesRegex(
         ConfigError, r'holds the results of a different config \(train.epochs: 1 in the '
         r'workdir, 2 now\); pass a new --workdir, or the same config to resume'):
       experiment.run(config, self.workdir, log=quiet)
-    self.assertEqual(snapshot(self.workdir), before)
+    self.assertEqual(helpers.snapshot(self.workdir), before)
 
   def test_results_without_config_are_refused(self):
     workdir = tempfile.mkdtemp()

@@ -12,6 +12,7 @@ from regjax import schema
 from regjax import train
 from regjax.data import load_dataset
 from regjax.errors import ConfigError
+from tests import helpers
 
 
 def small_config(**overrides):
@@ -21,10 +22,7 @@ def small_config(**overrides):
   c.train.epochs = 4
   c.train.batch_size = 50
   c.optimizer.learning_rate = 1e-2
-  for dotted, value in overrides.items():
-    section, field = dotted.split('.')
-    c[section][field] = value
-  return c
+  return helpers.override(c, **overrides)
 
 
 @functools.lru_cache(maxsize=None)
