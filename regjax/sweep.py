@@ -174,7 +174,10 @@ class Sweep:
       optimizers.validate_optimizer_config(config.optimizer)
     include = tuple(k for k in optimizers.OPTIONAL_TRANSFORMS
                     if any(c.optimizer[k] > 0 for c in self.configs))
-    trainer = train.make_trainer(base, data.num_classes, len(data.x_train))
+    # A coupled penalty is in the shared loss when any member's strength is > 0 (a
+    # member at 0 then adds exact zeros), and left out otherwise, as in a Runner.
+    trainer = train.make_trainer(base, data.num_classes, len(data.x_train),
+                                 train.active_penalties(*(c.penalty for c in self.configs)))
     # Same step count as make_trainer's optimizer, so a cosine schedule matches a Runner.
     total_steps = (len(data.x_train) // base.train.batch_size) * base.train.epochs
     self.trainer = dataclasses.replace(

@@ -50,6 +50,9 @@ class FitManyTest(absltest.TestCase):
     ]
     data = digits()
     runner = sweep.Sweep(members, data)
+    # One member uses L2, so the shared loss has it (the others add exact zeros); L1 is
+    # left out; the separate Runners below leave L2 out where it is 0.
+    self.assertEqual(runner.trainer.penalty_terms, ('l2',))
     runner.member_epoch = chex.assert_max_traces(runner.member_epoch, n=1)
     seen = []
     results = runner.fit(on_epoch=lambda i, row: seen.append((i, row['epoch'])))

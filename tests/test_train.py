@@ -86,6 +86,33 @@ class TrainEpochTest(absltest.TestCase):
                                      - batched_state.params['Dense_0']['kernel'][1]).max()),
                        1e-4)
 
+  def test_a_penalty_left_out_matches_it_at_zero_and_runners_keep_the_ones_in_use(self):
+    # Leaving a zero-strength penalty out of the program (the fast path) must train the
+    # same model as computing it times 0, up to float rounding of a fused program.
+    data = digits()
+    config = small_config(**{'model.dropout_rate': 0.3})
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    zeros = {'l1': jnp.float32(0), 'l2': jnp.float32(0)}
+    finals = []
+    for terms in (('l1', 'l2'), ()):
+      trainer = train.make_trainer(config, data.num_classes, len(data.x_train), terms)
+      state = trainer.init(jax.random.key(0), data.x_train[:1])
+      state, metrics = jax.jit(trainer.train_epoch)(state, x, y, zeros, jax.random.key(1),
+                                                    jax.random.key(2), jnp.int32(0))
+      self.assertEqual(float(metrics['train_penalty']), 0.0)
+      finals.append(state.params)
+    chex.assert_trees_all_close(finals[0], finals[1], rtol=1e-5, atol=1e-6)
+    # A term that is left out ignores its strength; Runner/Sweep keep every term > 0.
+    trainer = train.make_trainer(config, data.num_classes, len(data.x_train), ('l2',))
+    state = trainer.init(jax.random.key(0), data.x_train[:1])
+    _, m = trainer.train_step(state, x[:50], y[:50], {'l1': 1.0, 'l2': 0.0}, jax.random.key(1))
+    self.assertEqual(float(m['train_penalty']), 0.0)
+    self.assertEqual(train.Runner(small_config(**{'penalty.l1': 1e-3}), data)
+                     .trainer.penalty_terms, ('l1',))
+    self.assertEqual(train.Runner(small_config(), data).trainer.penalty_terms, ())
+    with self.assertRaisesRegex(ConfigError, "penalty_terms.*'l3'"):
+      train.make_trainer(config, data.num_classes, len(data.x_train), ('l3',))
+
   def test_evaluate_counts_every_example_once(self):
     data = digits()
     config = small_config()
