@@ -73,6 +73,8 @@ def _define_flags() -> None:
                       'Python that can import keras (and jax); empty = skip.')
   flags.DEFINE_string('torch_python', sys.executable,
                       'Python that can import torch; empty = skip.')
+  flags.DEFINE_integer('roof_n', 0, 'Side of the square float32 matmul that measures the '
+                       'roof; 0 = 2048 on a CPU, 8192 on an accelerator.', lower_bound=0)
 
 
 HIDDEN = 128
@@ -148,7 +150,17 @@ def machine() -> dict[str, Any]:
   return {'cpu': model, 'machine': platform.machine(), 'cores': os.cpu_count(),
           'python': platform.python_version(), 'jax': jax.__version__,
           'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
+          'accelerator': jax.devices()[0].device_kind,
+          'default_matmul_precision': str(getattr(jax.config, 'jax_default_matmul_precision',
+                                                   None)),
           'load_average_start': list(os.getloadavg())}
+
+
+def device_peak_mib() -> float | None:
+  """Peak bytes in use on the first JAX device in MiB (accelerators), else None."""
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else peak / 2**20
 
 
 # ------------------------------------------------------------------ (a) + (d): regjax
@@ -157,7 +169,7 @@ def machine() -> dict[str, Any]:
 def regjax_classic(config: ml_collections.ConfigDict, data: Dataset, seeds: int
                    ) -> dict[str, Any]:
   """Trains `seeds` runs of the classic workload; one compiled epoch (train + test eval)."""
-  trainer = train.make_trainer(config, data.num_classes, len(data.x_train))
+  trainer = _trainer(config, data)
   hp = train.penalty_hparams(config.penalty)
   arrays = [jax.device_put(a) for a in (data.x_train, data.y_train, data.x_test,
                                          data.y_test)]
@@ -186,6 +198,48 @@ def regjax_classic(config: ml_collections.ConfigDict, data: Dataset, seeds: int
     runs.append({'seed': seed, 'epoch_seconds': seconds, 'test_accuracy': accuracy})
   return _summarize_runs('regjax', runs, compile_seconds=compile_s,
                          compile_cpu_seconds=compile_cpu_s, version=f'jax {jax.__version__}')
+
+
+def _trainer(config: ml_collections.ConfigDict, data: Dataset) -> train.Trainer:
+  """The trainer a `train.Runner` of `config` builds (zero penalties left out)."""
+  return train.make_trainer(config, data.num_classes, len(data.x_train),
+                            train.active_penalties(config.penalty))
+
+
+def matmul_floor(data: Dataset, batch_size: int, repeats: int = 3) -> dict[str, Any]:
+  """Seconds of one epoch of the classic MLP's training matmuls alone, at `batch_size`.
+
+  A `lax.scan` over contiguous batches doing only the matmuls that `FLOP_FORMULA` counts
+  (x@W1, h@W2, g2@W2^T, x^T@g1, h^T@g2) and a weight update that keeps every step
+  dependent on the last: no gather, dropout, softmax, optimizer or metrics. No
+  training program of this model at this batch size can beat it on this machine, so it
+  tells whether a speed target is reachable at all. The best of `repeats` epochs.
+  """
+  d = int(np.prod(data.x_train.shape[1:]))
+  k = data.num_classes
+  steps = len(data.x_train) // batch_size
+  x = jnp.asarray(data.x_train[:steps * batch_size].reshape(steps, batch_size, d))
+
+  def epoch(w1, w2, x):
+    def body(ws, xb):
+      w1, w2 = ws
+      h = jnp.maximum(xb @ w1, 0)
+      g2 = h @ w2
+      g1 = g2 @ w2.T
+      return (w1 - 1e-6 * (xb.T @ g1), w2 - 1e-6 * (h.T @ g2)), None
+    return jax.lax.scan(body, (w1, w2), x)[0]
+
+  w1 = 0.01 * jax.random.normal(jax.random.key(0), (d, HIDDEN))
+  w2 = 0.01 * jax.random.normal(jax.random.key(1), (HIDDEN, k))
+  f = jax.jit(epoch).lower(w1, w2, x).compile()
+  jax.block_until_ready(f(w1, w2, x))
+  best = math.inf
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(w1, w2, x))
+    best = min(best, time.perf_counter() - t0)
+  flops = steps * batch_size * flops_per_example(d, HIDDEN, k)
+  return {'batch_size': batch_size, 'epoch_seconds': best, 'gflops': flops / best / 1e9}
 
 
 def _summarize_runs(name: str, runs: list[dict[str, Any]], **extra) -> dict[str, Any]:
@@ -242,38 +296,54 @@ KERAS_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
                      validation_data=(x_test, y_test), callbacks=[timer], verbose=0)
     runs.append({'seed': seed, 'epoch_seconds': timer.seconds,
                  'test_accuracy': [float(a) for a in hist.history['val_accuracy']]})
+  import jax
+  stats = jax.devices()[0].memory_stats() or {}
   print(json.dumps({'runs': runs, 'version': f'keras {keras.__version__} (backend '
-                    f'{keras.backend.backend()})',
-                    'peak_rss_mib': peak_rss_mib()}))
+                    f'{keras.backend.backend()} on {jax.devices()[0].device_kind})',
+                    'peak_rss_mib': peak_rss_mib(),
+                    'peak_device_mib': (stats['peak_bytes_in_use'] / 2**20
+                                        if 'peak_bytes_in_use' in stats else None)}))
 ''')
 
-# The same model in idiomatic eager PyTorch. Batches are indexed from tensors in memory
-# (no DataLoader, whose per-example collation would dominate); a final partial batch is
-# kept, as Keras does. Thread count: the faster of torch's default and 1 thread in a
-# 200-step probe, because on a busy 2-core machine the default OpenMP threads wait on each
-# other and run 10-100x slower than one thread (seen while writing this).
+# The same model in idiomatic eager PyTorch, on the GPU when torch sees one. Batches are
+# indexed from tensors in (device) memory (no DataLoader, whose per-example collation
+# would dominate); a final partial batch is kept, as Keras does. CPU thread count: the
+# faster of torch's default and 1 thread in a 200-step probe, because on a busy 2-core
+# machine the default OpenMP threads wait on each other and run 10-100x slower than one
+# thread (seen while writing this).
 TORCH_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
   import json, sys, time
   import numpy as np
   import torch
   from torch import nn
   d = np.load(sys.argv[1])
-  x_train, y_train = torch.from_numpy(d['x_train']), torch.from_numpy(d['y_train']).long()
-  x_test, y_test = torch.from_numpy(d['x_test']), torch.from_numpy(d['y_test']).long()
+  dev = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  x_train = torch.from_numpy(d['x_train']).to(dev)
+  y_train = torch.from_numpy(d['y_train']).long().to(dev)
+  x_test = torch.from_numpy(d['x_test']).to(dev)
+  y_test = torch.from_numpy(d['y_test']).long().to(dev)
   epochs, seeds = int(sys.argv[2]), int(sys.argv[3])
   n, bs = len(x_train), 32
 
+  def sync():  # CUDA runs asynchronously: wait for it before reading a clock.
+    if dev.type == 'cuda':
+      torch.cuda.synchronize()
+
+  def mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(x_train[0].numel(), 128), nn.ReLU(),
+                         nn.Dropout(0.5), nn.Linear(128, 10)).to(dev)
+
   def steps_seconds(threads, steps=200):
     torch.set_num_threads(threads)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(x_train[0].numel(), 128), nn.ReLU(),
-                          nn.Dropout(0.5), nn.Linear(128, 10))
+    model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     t0 = time.perf_counter()
     for step in range(steps):
-      idx = torch.randint(0, n, (bs,))
+      idx = torch.randint(0, n, (bs,), device=dev)
       opt.zero_grad()
       nn.functional.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
       opt.step()
+    sync()
     return time.perf_counter() - t0
 
   probe = {t: steps_seconds(t) for t in sorted({torch.get_num_threads(), 1})}
@@ -283,15 +353,14 @@ TORCH_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
   runs = []
   for seed in range(seeds):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(x_train[0].numel(), 128), nn.ReLU(),
-                          nn.Dropout(0.5), nn.Linear(128, 10))
+    model = mlp()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     seconds, accuracy = [], []
     for epoch in range(epochs):
       t0 = time.perf_counter()
       model.train()
-      order = torch.randperm(n)
+      order = torch.randperm(n, device=dev)
       for start in range(0, n, bs):
         idx = order[start:start + bs]
         opt.zero_grad()
@@ -305,12 +374,15 @@ TORCH_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
           logits = model(x_test[start:start + 1024])
           correct += int((logits.argmax(-1) == y_test[start:start + 1024]).sum())
       accuracy.append(correct / len(x_test))
+      sync()
       seconds.append(time.perf_counter() - t0)
     runs.append({'seed': seed, 'epoch_seconds': seconds, 'test_accuracy': accuracy})
-  print(json.dumps({'runs': runs, 'version': f'torch {torch.__version__} '
-                    f'({threads} thread(s))',
+  where = (torch.cuda.get_device_name() if dev.type == 'cuda' else f'{threads} thread(s)')
+  print(json.dumps({'runs': runs, 'version': f'torch {torch.__version__} ({where})',
                     'thread_probe_seconds_per_200_steps': {str(k): v for k, v in probe.items()},
-                    'peak_rss_mib': peak_rss_mib()}))
+                    'peak_rss_mib': peak_rss_mib(),
+                    'peak_device_mib': (torch.cuda.max_memory_allocated() / 2**20
+                                        if dev.type == 'cuda' else None)}))
 ''')
 
 
@@ -359,7 +431,7 @@ def train_gflops(smoke: bool, mnist_dir: str, data: Dataset, batch_size: int,
                  repeats: int = 3) -> dict[str, Any]:
   """regjax training GFLOP/s at `batch_size`: the best of `repeats` epochs (no eval)."""
   config = classic_config(smoke, mnist_dir, batch_size=batch_size, epochs=1)
-  trainer = train.make_trainer(config, data.num_classes, len(data.x_train))
+  trainer = _trainer(config, data)
   hp = train.penalty_hparams(config.penalty)
   x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
   k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
@@ -386,7 +458,7 @@ def scan_vs_step_loop(config: ml_collections.ConfigDict, data: Dataset, repeats:
   the device. Wall and CPU seconds (all threads), the best of `repeats` epochs each:
   CPU above wall means both cores were busy.
   """
-  trainer = train.make_trainer(config, data.num_classes, len(data.x_train))
+  trainer = _trainer(config, data)
   hp = train.penalty_hparams(config.penalty)
   x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
   k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
@@ -472,6 +544,10 @@ def sweep_vs_sequential(base: ml_collections.ConfigDict, strengths: tuple[float,
   vmapped_s = time.perf_counter() - t0
   acc_diff = max(abs(r['test_accuracy'] - s['test_accuracy'])
                  for (r, _, _), s in zip(results, sequential))
+  # Rounding differs between the vmapped and the separate programs; where it tips an
+  # early-stopping decision, a member keeps other weights and its accuracy moves more.
+  same_stop = sum(r['stop_epoch'] == s['stop_epoch']
+                  for (r, _, _), s in zip(results, sequential))
   epochs = [s['epochs_run'] for s in sequential]
   return {'dataset': data.name, 'members': len(members), 'train_examples': len(data.x_train),
           'member_epochs': sum(epochs), 'vmapped_epochs': max(epochs),
@@ -479,7 +555,7 @@ def sweep_vs_sequential(base: ml_collections.ConfigDict, strengths: tuple[float,
           'sequential_compile_seconds': sum(r.compile_seconds for r in runners.values()),
           'vmapped_seconds': vmapped_s, 'vmapped_compile_seconds': vectorized.compile_seconds,
           'speedup': sequential_s / vmapped_s,
-          'max_test_accuracy_difference': acc_diff}
+          'max_test_accuracy_difference': acc_diff, 'same_stop_epoch': same_stop}
 
 
 # ------------------------------------------------------------------ report
@@ -521,24 +597,38 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def markdown(results: dict[str, Any]) -> str:
   """The summary.md text: machine, the four measurements, and the targets."""
   m, c = results['machine'], results['classic']
+  accelerator = '' if m['backend'] == 'cpu' else f" ({m['accelerator']})"
   lines = [f"# regjax benchmark{' (smoke)' if results['smoke'] else ''}", '',
            f"Machine: {m['cpu']} ({m['machine']}), {m['cores']} cores, JAX {m['jax']} on "
-           f"{m['backend']}; load average {m['load_average_start'][0]:.1f} at the start and "
-           f"{m['load_average_end'][0]:.1f} at the end (above {m['cores']}, other processes "
-           f"competed for the cores during the run).", '',
+           f"{m['backend']}{accelerator}; load average {m['load_average_start'][0]:.1f} at the start and "
+           f"{m['load_average_end'][0]:.1f} at the end" + (
+               f" (above {m['cores']}: other processes competed for the cores)."
+               if max(m['load_average_start'][0], m['load_average_end'][0]) > m['cores']
+               else '.'), '',
            f"## Classic workload ({results['dataset']}, MLP {results['input_dim']}-128-10, "
            f"Dropout 0.5, Adam, batch 32, {results['epochs']} epochs, test set each epoch, "
            f"{results['seeds']} seed(s))", '',
            '| framework | s/epoch (median, epochs 2+) | epoch 1 s | final test acc % | '
-           'peak RSS MiB | version |', '|---|---|---|---|---|---|']
+           'peak RSS MiB | peak device MiB | version |', '|---|---|---|---|---|---|---|']
   for name in ('regjax', 'keras', 'torch'):
     r = c[name]
     if 'skipped' in r:
-      lines.append(f"| {name} | skipped: {r['skipped']} | | | | |")
+      lines.append(f"| {name} | skipped: {r['skipped']} | | | | | |")
       continue
+    device_mib = r.get('peak_device_mib')
     lines.append(f"| {name} | {r['seconds_per_epoch']:.3f} | {r['first_epoch_seconds']:.3f} | "
                  f"{100 * r['final_test_accuracy']:.2f} | {r['peak_rss_mib']:.0f} | "
-                 f"{r['version']} |")
+                 f"{'-' if device_mib is None else f'{device_mib:.0f}'} | {r['version']} |")
+  floor = c['matmul_floor']
+  lines += ['', f"The classic MLP's training matmuls alone (no gather, dropout, softmax, "
+                f"optimizer or evaluation) take {floor['epoch_seconds']:.3f} s per batch-32 "
+                f"epoch here ({floor['gflops']:.1f} GFLOP/s): no program training this model "
+                f"at batch 32 is faster. " + ' '.join(
+                    f"{TARGETS[f'{name}_speedup_batch32'][1]:.0f}x {name} would need "
+                    f"{c[name]['seconds_per_epoch'] / TARGETS[f'{name}_speedup_batch32'][1]:.3f}"
+                    f" s/epoch ({c[name]['seconds_per_epoch'] / floor['epoch_seconds']:.2f}x "
+                    f"is the most the floor allows)."
+                    for name in ('keras', 'torch') if 'skipped' not in c[name])]
   g = results['gflops']
   lines += ['', f"## Training GFLOP/s vs the matmul roof ({g['roof']['n']}x{g['roof']['n']} "
                 f"float32 matmul: {g['roof']['gflops']:.1f} GFLOP/s)", '',
@@ -557,22 +647,30 @@ def markdown(results: dict[str, Any]) -> str:
             'Wall seconds of each whole job, compilation included. A vmapped sweep computes '
             'every member until the last one stops, so its epochs are the longest run\'s.', '',
             '| workload | members | epochs run (sum over runs / vmapped) | sequential s '
-            '(compile) | vmapped s (compile) | speedup | max test-acc diff |',
-            '|---|---|---|---|---|---|---|']
+            '(compile) | vmapped s (compile) | speedup | max test-acc diff | same stop epoch |',
+            '|---|---|---|---|---|---|---|---|']
   for name, s in results['sweeps'].items():
     lines.append(f"| {name} ({s['dataset']}, {s['train_examples']} train) | {s['members']} | "
                  f"{s['member_epochs']} / {s['vmapped_epochs']} | "
                  f"{s['sequential_seconds']:.1f} ({s['sequential_compile_seconds']:.1f}) | "
                  f"{s['vmapped_seconds']:.1f} ({s['vmapped_compile_seconds']:.1f}) | "
-                 f"{s['speedup']:.2f}x | {s['max_test_accuracy_difference']:.1e} |")
+                 f"{s['speedup']:.2f}x | {s['max_test_accuracy_difference']:.1e} | "
+                 f"{s['same_stop_epoch']}/{s['members']} |")
   lines += ['',
             'First compile of the classic epoch program: '
             f"{results['first_compile_seconds']:.2f} s wall, "
             f"{results['first_compile_cpu_seconds']:.2f} s CPU. "
             f"Peak RSS of this process: {results['peak_rss_mib']['end']:.0f} MiB "
-            f"({results['peak_rss_mib']['after_classic']:.0f} MiB after the classic workload).",
-            '', '## Targets (2-core CPU)', '', '| target | required | measured | met |',
-            '|---|---|---|---|']
+            f"({results['peak_rss_mib']['after_classic']:.0f} MiB after the classic workload)."
+            + ('' if results['peak_device_mib']['end'] is None else
+               f" Peak device memory: {results['peak_device_mib']['end']:.0f} MiB "
+               f"({results['peak_device_mib']['after_classic']:.0f} MiB after the classic "
+               "workload)."),
+            '', '## Targets (set for a 2-core CPU)', '']
+  if m['backend'] != 'cpu':
+    lines += [f"This run is on {m['backend']} ({m['accelerator']}): the targets were set for a "
+              "2-core CPU and are shown for reference only.", '']
+  lines += ['| target | required | measured | met |', '|---|---|---|---|']
   for name, t in results['targets'].items():
     value = '-' if t['value'] is None else f"{t['value']:.3g}"
     met = 'not measured' if t['met'] is None else ('yes' if t['met'] else 'NO')
@@ -601,7 +699,9 @@ def main(argv: list[str]) -> None:
   results['first_compile_seconds'] = ours['compile_seconds']
   results['first_compile_cpu_seconds'] = ours['compile_cpu_seconds']
   results['peak_rss_mib'] = {'after_classic': peak_rss_mib()}
+  results['peak_device_mib'] = {'after_classic': device_peak_mib()}
   ours['peak_rss_mib'] = results['peak_rss_mib']['after_classic']
+  ours['peak_device_mib'] = results['peak_device_mib']['after_classic']
   classic = {'regjax': ours}
   with tempfile.TemporaryDirectory() as tmp:
     npz = os.path.join(tmp, 'data.npz')
@@ -613,6 +713,7 @@ def main(argv: list[str]) -> None:
         ('torch', flags.FLAGS.torch_python, TORCH_CHILD, 'torch')):
       log(f'(a) classic workload: {name} ...')
       classic[name] = run_child(name, python, code, module, npz, epochs, flags.FLAGS.seeds)
+  classic['matmul_floor'] = matmul_floor(data, min(32, len(data.x_train)))
   results['classic'] = classic
   for name in ('regjax', 'keras', 'torch'):
     r = classic[name]
@@ -624,8 +725,10 @@ def main(argv: list[str]) -> None:
   # The roof is measured beside each batch size and the best one is kept: on a shared
   # machine a single reading may catch a busy moment and flatter the ratios.
   roofs, by_batch = [], []
+  roof_n = flags.FLAGS.roof_n or (256 if smoke else 2048 if jax.default_backend() == 'cpu'
+                                  else 8192)
   for bs in (32, 256, 1024):
-    roofs.append(matmul_roof(256 if smoke else 2048))
+    roofs.append(matmul_roof(roof_n))
     by_batch.append(train_gflops(smoke, mnist_dir, data, min(bs, len(data.x_train))))
   roof = max(roofs, key=lambda r: r['gflops'])
   for row in by_batch:
@@ -649,6 +752,7 @@ def main(argv: list[str]) -> None:
     log(f"    sequential {s['sequential_seconds']:.1f} s, vmapped {s['vmapped_seconds']:.1f} s")
 
   results['peak_rss_mib']['end'] = peak_rss_mib()
+  results['peak_device_mib']['end'] = device_peak_mib()
   results['machine']['load_average_end'] = list(os.getloadavg())
   results['targets'] = targets(results)
   report.atomic_write_json(str(out / 'results.json'), results)
