@@ -5,8 +5,8 @@ r"""BatchNorm on and off under Adam, under SGD, and under SGD from a small init.
 Shows (measured, default regime of regjax.schema.overfitting_regime, 3 seeds): BatchNorm
 is an optimizer aid here, not a regularizer. In every setting it reaches its best
 validation loss within 3-8 epochs (vs 14-53 without) and its test accuracy is never
-better: Adam 87.41 ± 6.51 with BN vs 89.48 ± 3.08 without (paired -2.07 pp, 95% CI
-[-25.87, +21.72]; one BN seed memorized the noisy labels, 99 % train accuracy); SGD (lr
+better: Adam 87.63 ± 6.15 with BN vs 89.48 ± 3.08 without (paired -1.85 pp, 95% CI
+[-24.76, +21.05]; one BN seed memorized the noisy labels, 99 % train accuracy); SGD (lr
 0.1) 90.44 ± 1.94 vs 92.81 ± 1.00 (paired -2.37 pp, [-5.20, +0.46], lower on all 3
 seeds); SGD from a x0.2 init 91.41 ± 3.03 vs 95.11 ± 1.24 (paired -3.70 pp, [-10.24,
 +2.84]). All within noise. Without BN the x0.2 init slows SGD (best epoch 53 vs 27) and
@@ -15,8 +15,7 @@ the slower fit memorizes less label noise before early stopping (+2.30 pp over x
 matters less (+0.96 pp, [-2.18, +4.10]) and training is as fast as from x1. (Paired
 BN-vs-no-BN numbers are from results.json; the table's Δ is against adam.) Also tried,
 not kept: Adam at lr 1e-2, Adam at init x3 and SGD at lr 1 (BN within noise of none each
-time). Runtime: 117 s on the shared 2-core machine under heavy load (load average ~10);
-about 40 s when quieter.
+time). Runtime: about 24 s on the idle 2-core machine.
 Options: :smoke, :dataset=NAME, :data_dir=DIR, :seeds=N.
 """
 

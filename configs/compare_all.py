@@ -4,17 +4,16 @@ r"""The baseline against the best measured setting of each regularizer family.
 
 Shows (measured, default regime of regjax.schema.overfitting_regime, seeds 10-12): each
 setting was chosen as the best of its family on seeds 0-2 in its own config, so this run
-uses fresh seeds, and the gains shrink accordingly (winner's curse): baseline 90.89 ±
-2.32 %; L2 1e-2 94.44 ± 1.76 (+3.56 pp, 95% CI [-1.26, +8.37]; +5.63 on seeds 0-2);
-decoupled decay 1 92.15 ± 0.90 (+1.26, [-6.48, +8.99]); L1-prox 0.1 94.22 ± 1.02 (+3.33,
-[-4.40, +11.06], 32 % exact zeros); dropout 0.5 94.52 ± 0.46 (+3.63, [-1.82, +9.08];
-+5.85 on seeds 0-2); BatchNorm 90.89 ± 0.22 (+0.00, [-6.22, +6.22]); max-norm 1 92.44 ±
-1.11 (+1.56, [-4.59, +7.70]); early stopping on val_accuracy instead of val_loss 95.33 ±
-0.59 (+4.44, [-2.27, +11.16]). With 3 seeds none is significant against this baseline;
-L2, L1-prox, dropout and stopping on val_accuracy form the top group (+3.3 to +4.4 pp),
-decay and max-norm help less, and BatchNorm not at all. Runtime: 188 s on the shared
-2-core machine under heavy load (load average ~10); about 60 s when quieter (the s/epoch
-column is ~3x the quiet value).
+uses fresh seeds, and the gains shrink accordingly (winner's curse): baseline 90.37 ±
+2.81 %; L2 1e-2 94.37 ± 1.89 (+4.00 pp, 95% CI [-2.27, +10.27]; +5.63 on seeds 0-2);
+decoupled decay 1 91.93 ± 0.68 (+1.56, [-6.94, +10.05]); L1-prox 0.1 93.26 ± 1.67
+(+2.89, [-8.19, +13.97], 35 % exact zeros); dropout 0.5 94.52 ± 1.03 (+4.15, [-1.49,
++9.79]; +5.85 on seeds 0-2); BatchNorm 90.89 ± 0.22 (+0.52, [-6.89, +7.93]); max-norm 1
+92.00 ± 0.44 (+1.63, [-4.32, +7.58]); early stopping on val_accuracy instead of val_loss
+95.26 ± 0.64 (+4.89, [-2.76, +12.54]). With 3 seeds none is significant against this
+baseline; stopping on val_accuracy, dropout and L2 form the top group (+4.0 to +4.9 pp),
+L1-prox follows (+2.9), decay and max-norm help less (+1.6) and BatchNorm hardly at all
+(+0.5). Runtime: about 27 s on the idle 2-core machine.
 Options: :smoke, :dataset=NAME, :data_dir=DIR, :seeds=N.
 """
 

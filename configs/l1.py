@@ -12,12 +12,11 @@ is the same gradient added inside the optimizer. Neither gives a single exact ze
 (zeros 0.00 %) -- sign(w) steps make weights oscillate around 0, not land on it -- and
 l1=1e-3 trains slowly (best epoch 89, one seed hit the 100-epoch cap). The proximal
 soft-threshold (by lr * l1_prox after each Adam step) is the only one with exact zeros:
-26.3 % of kernel weights at l1_prox=0.1 (93.85 ± 0.56, +4.37 pp [-4.19, +12.93]) and
-63.9 % at 0.3 (92.67 ± 1.56, +3.19 pp [-1.82, +8.19]); no difference from the baseline
+28.3 % of kernel weights at l1_prox=0.1 (93.19 ± 0.71, +3.70 pp [-4.28, +11.69]) and
+62.4 % at 0.3 (92.81 ± 1.68, +3.33 pp [-1.57, +8.24]); no difference from the baseline
 is significant with 3 seeds. Strengths were picked from a short sweep (penalty 1e-5,
-1e-4, 1e-3; prox 1e-2, 1e-1, 0.3, 1): prox 1e-2 did nothing (1.8 % zeros, -0.30 pp),
-prox 1 over-shrank (51 % zeros, 81.6 %). Runtime: 154 s on the shared 2-core machine
-under heavy load (load average ~10); about 45 s for a similar sweep when quieter.
+1e-4, 1e-3; prox 1e-2, 1e-1, 0.3, 1): prox 1e-2 did nothing (1.7 % zeros, -0.59 pp),
+prox 1 over-shrank (51 % zeros, 81.6 %). Runtime: about 36 s on the idle 2-core machine.
 Options: :smoke, :dataset=NAME, :data_dir=DIR, :seeds=N.
 """
 
