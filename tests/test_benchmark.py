@@ -50,6 +50,11 @@ class SmokeTest(absltest.TestCase):
     self.assertGreater(ours['final_test_accuracy'], 0.5)  # Chance is 0.1.
     self.assertIn('skipped', results['classic']['keras'])
     self.assertIn('not requested', results['classic']['torch']['skipped'])
+    floor = results['classic']['matmul_floor']
+    self.assertEqual(floor['batch_size'], 32)
+    self.assertGreater(floor['gflops'], 0)  # Timed, so nothing stricter is asserted.
+    self.assertIn('The classic MLP\'s training matmuls alone', summary)
+    self.assertIsNone(results['peak_device_mib']['end'])  # CPU: no device memory stats.
     self.assertEqual([r['batch_size'] for r in results['gflops']['by_batch']],
                      [32, 256, 1024])
     for row in results['gflops']['by_batch']:
@@ -66,6 +71,7 @@ class SmokeTest(absltest.TestCase):
       self.assertEqual(s['members'], 4, name)
       # The vmapped members are the sequential runs (float tolerance).
       self.assertLess(s['max_test_accuracy_difference'], 0.01, name)
+      self.assertEqual(s['same_stop_epoch'], s['members'], name)
       # The vmapped sweep runs as long as its longest member.
       self.assertBetween(s['member_epochs'], s['vmapped_epochs'], 4 * s['vmapped_epochs'])
     self.assertGreater(results['first_compile_seconds'], 0)
