@@ -5,6 +5,8 @@ strengths travel in `hparams = {'l1': f32[], 'l2': f32[]}` (an argument of every
 optimizer strengths (learning rate, weight decay, L1-proximal, max-norm) live in the
 optimizer state through `optax.inject_hyperparams` (see regjax/optimizers.py). So the
 whole run can later be `jax.vmap`-ed over seeds and strengths without recompiling.
+A penalty that no run of a program uses (strength 0 everywhere) is left out of it
+(`Trainer.penalty_terms`), which changes results only by float rounding.
 
 Randomness: one `jax.random.key(seed)` split into three roles: `init` (parameters),
 `shuffle` (epoch e's order is `permutation(fold_in(shuffle, e))`) and `dropout` (step t's
