@@ -27,6 +27,7 @@ from typing import Any, Callable
 import ml_collections
 
 from regjax import checkpointing
+from regjax import parallel
 from regjax import report
 from regjax import schema
 from regjax import sweep
@@ -271,6 +272,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
   with checkpointing.PreemptionGuard() as guard:
     jobs = plan(config)
     prepare_workdir(workdir, config)
+    env = parallel.environment()
+    log(f"Computing on {env['devices']} x {env['device_kind']} ({env['backend']}), JAX "
+        f"{env['jax']}, matmul precision {env['matmul_precision'] or 'JAX default'}")
     # One run per (variant, seed index), in table order.
     runs = [(name, runner, i) for name, runner in jobs for i in range(runner.config.seeds)]
     finished = [checkpointing.read_result(checkpointing.run_dir(
@@ -307,7 +311,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
   baseline = jobs[0][0]
   rows = report.summarize(records, baseline=baseline)
   table = report.format_table(rows, baseline=baseline)
-  paths = report.write_results(workdir, rows, records)
+  paths = report.write_results(workdir, rows, records, environment=env)
   curves = os.path.join(workdir, 'curves.png')
   report.plot_curves(history, curves)
   paths['curves'] = curves

@@ -1,5 +1,5 @@
-"""Scale-out helpers: data-parallel epochs over a device mesh, multi-host start-up, and
-the persistent compilation cache.
+"""Scale-out helpers: data-parallel epochs over a device mesh, multi-host start-up, the
+persistent compilation cache, and a description of where a process computes.
 
 Data parallel with `jax.sharding` (no pmap): a 1-D `Mesh` whose one axis, 'batch',
 spans the devices. Each training batch is laid out `NamedSharding(mesh, P('batch'))`, so
@@ -15,6 +15,7 @@ in the process, before any other JAX call; `jax.devices()` then lists every host
 devices and the same `batch_mesh()` spans them all.
 """
 
+from importlib import metadata
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -165,3 +166,24 @@ def enable_compilation_cache(path: str, min_compile_seconds: float = 0.0,
   # reset makes a call after earlier compiles take effect too.
   compilation_cache.reset_cache()
   return path
+
+
+def environment() -> dict[str, Any]:
+  """Where this process computes, for the record of a run (JSON-ready).
+
+  Keys: 'backend' ('cpu', 'gpu', 'tpu'), 'device_kind' (e.g. 'NVIDIA H200'), 'devices'
+  and 'processes' (counts), 'matmul_precision' (JAX's `default_matmul_precision`
+  setting; None = JAX's default, which is full float32 on a CPU but TF32 on recent NVIDIA
+  GPUs and bfloat16 passes on TPUs: results then differ from a CPU's by more than
+  rounding), and the versions of jax, jaxlib, flax and optax.
+  """
+  versions = {}
+  for name in ('jax', 'jaxlib', 'flax', 'optax'):
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = None
+  precision = jax.config.jax_default_matmul_precision
+  return {'backend': jax.default_backend(), 'device_kind': jax.devices()[0].device_kind,
+          'devices': jax.device_count(), 'processes': jax.process_count(),
+          'matmul_precision': None if precision is None else str(precision), **versions}

@@ -371,10 +371,12 @@ def _csv_cell(value: Any) -> Any:
 
 def write_results(workdir: str, rows: Sequence[Mapping[str, Any]],
                   records: Sequence[Mapping[str, Any]],
-                  baseline: str | None = None) -> dict[str, str]:
+                  baseline: str | None = None,
+                  environment: Mapping[str, Any] | None = None) -> dict[str, str]:
   """Writes results.json and results.csv into `workdir`, each atomically.
 
-  results.json: {'baseline': str, 'summary': rows, 'records': records}, NaN as null.
+  results.json: {'baseline': str, 'summary': rows, 'records': records} and, when given,
+  'environment' (see regjax.parallel.environment); NaN as null.
   results.csv: a header plus one line per summary row; NaN as an empty cell.
 
   Args:
@@ -382,6 +384,8 @@ def write_results(workdir: str, rows: Sequence[Mapping[str, Any]],
     rows: the output of summarize().
     records: the raw run records the rows were computed from.
     baseline: the baseline variant; by default the one named in the rows.
+    environment: where the writing process computes (backend, devices, precision,
+      versions; a resumed comparison may have begun elsewhere).
 
   Returns:
     {'json': path, 'csv': path}.
@@ -390,8 +394,10 @@ def write_results(workdir: str, rows: Sequence[Mapping[str, Any]],
     baseline = rows[0]['baseline'] if rows else None
   paths = {'json': os.path.join(workdir, RESULTS_JSON),
            'csv': os.path.join(workdir, RESULTS_CSV)}
-  atomic_write_json(paths['json'],
-                    {'baseline': baseline, 'summary': list(rows), 'records': list(records)})
+  content = {'baseline': baseline, 'summary': list(rows), 'records': list(records)}
+  if environment is not None:
+    content['environment'] = dict(environment)
+  atomic_write_json(paths['json'], content)
   extra = [k for r in rows for k in r if k not in SUMMARY_KEYS]
   fields = list(SUMMARY_KEYS) + list(dict.fromkeys(extra))
   buf = io.StringIO()

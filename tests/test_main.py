@@ -149,12 +149,21 @@ class CommandLineTest(parameterized.TestCase):
     self.assertIn('baseline', proc.stdout)
     self.assertIn('test acc', proc.stdout)
     self.assertIn('[2/2] baseline seed 1', proc.stderr)  # Progress goes to stderr.
+    self.assertIn('Computing on 1 x cpu (cpu), JAX ', proc.stderr)
     for name in ('config.json', 'metrics.jsonl', 'results.json', 'results.csv', 'curves.png'):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     with open(os.path.join(workdir, 'config.json')) as f:
       config = json.load(f)
     self.assertEqual(config['train']['epochs'], 2)
     self.assertEqual(config['model']['widths'], [16])
+    # Where the numbers were computed travels with them (GPU matmuls are TF32 by default).
+    with open(os.path.join(workdir, 'results.json')) as f:
+      env = json.load(f)['environment']
+    self.assertEqual((env['backend'], env['devices'], env['processes']), ('cpu', 1, 1))
+    self.assertEqual(env['matmul_precision'],  # regjax leaves JAX's setting alone.
+                     os.environ.get('JAX_DEFAULT_MATMUL_PRECISION'))
+    self.assertRegex(env['jax'], r'^\d+\.\d+')
+    self.assertRegex(env['flax'], r'^\d+\.\d+')
 
   @parameterized.named_parameters(
       ('unknown_config_file', ['--config=configs/nope.py'], 'no such config file'),

@@ -152,6 +152,17 @@ class DistributedTest(parameterized.TestCase):
       init.assert_called_once_with()
 
 
+class EnvironmentTest(absltest.TestCase):
+
+  def test_environment_names_backend_devices_precision_and_versions(self):
+    env = parallel.environment()
+    self.assertEqual(env['backend'], jax.default_backend())
+    self.assertEqual(env['devices'], jax.device_count())
+    self.assertEqual(env['matmul_precision'], 'highest')  # What tests/conftest.py sets.
+    self.assertEqual(env['jax'], jax.__version__)
+    json.dumps(env)  # JSON-ready, as results.json needs.
+
+
 class CompilationCacheTest(absltest.TestCase):
 
   def test_second_process_loads_every_program_from_the_cache(self):
