@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from regjax import parallel
 from regjax import report
 from regjax import schema
 from regjax import sweep
@@ -155,12 +156,12 @@ def machine() -> dict[str, Any]:
     model = names[0] if names else model
   except OSError:
     pass
+  env = parallel.environment()
   return {'cpu': model, 'machine': platform.machine(), 'cores': os.cpu_count(),
           'python': platform.python_version(), 'jax': jax.__version__,
           'devices': [str(d) for d in jax.devices()], 'backend': jax.default_backend(),
-          'accelerator': jax.devices()[0].device_kind,
-          'default_matmul_precision': str(getattr(jax.config, 'jax_default_matmul_precision',
-                                                   None)),
+          'accelerator': env['device_kind'],
+          'default_matmul_precision': env['matmul_precision'],
           'load_average_start': list(os.getloadavg())}
 
 
