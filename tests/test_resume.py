@@ -171,8 +171,9 @@ class ResumeTest(absltest.TestCase):
     experiment.run(self.config, workdir, log=lines.append)
     self.assertIn('[baseline seed 2/2] resuming from its checkpoint after 11 epochs',
                   '\n'.join(lines))
-    self.assertIn('[1/2] baseline seed 0: test_acc', lines[0])
-    self.assertTrue(lines[0].endswith('done earlier'))
+    self.assertTrue(lines[0].startswith('Computing on '), lines[0])  # Where it computes.
+    self.assertIn('[1/2] baseline seed 0: test_acc', lines[1])
+    self.assertTrue(lines[1].endswith('done earlier'))
     self.assert_same_as_reference(workdir)
 
   def test_same_config_twice_gives_identical_numbers_then_just_reports(self):
@@ -183,8 +184,10 @@ class ResumeTest(absltest.TestCase):
     lines = []
     again = experiment.run(self.config, workdir, log=lines.append)
     self.assertEqual(again['table'], first['table'])
-    self.assertLen(lines, self.config.seeds)  # No training, no progress lines.
-    self.assertTrue(all(line.endswith('; done earlier') for line in lines), lines)
+    # Where it computes, then one line per finished run: no training, no progress lines.
+    self.assertLen(lines, 1 + self.config.seeds)
+    self.assertTrue(lines[0].startswith('Computing on '), lines[0])
+    self.assertTrue(all(line.endswith('; done earlier') for line in lines[1:]), lines)
     after = helpers.snapshot(workdir)
     for name in ('results.json', 'metrics.jsonl', 'config.json'):
       self.assertEqual(after[name], before[name])
