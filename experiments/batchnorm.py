@@ -27,8 +27,6 @@ from pathlib import Path
 import time
 from typing import Any
 
-from absl import app
-from absl import flags
 import matplotlib
 from matplotlib import figure as mpl_figure
 from matplotlib.backends import backend_agg
@@ -410,12 +408,6 @@ def markdown(results: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  f = flags.FLAGS
-  common.run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds))
-
 
 if __name__ == '__main__':
-  common.define_flags(default_seeds=3, seeds_help='Seeds per grid cell.', min_seeds=1)
-  app.run(main)
+  common.script_main(run, default_seeds=3, seeds_help='Seeds per grid cell.', min_seeds=1)

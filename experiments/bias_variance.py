@@ -32,8 +32,6 @@ from pathlib import Path
 import time
 from typing import Any, Callable
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 from matplotlib import figure as mpl_figure
@@ -351,13 +349,7 @@ def markdown(results: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  f = flags.FLAGS
-  common.run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds))
-
 
 if __name__ == '__main__':
-  common.define_flags(default_seeds=8,
-                      seeds_help='Members (bootstrap resample + seed) per point (>= 2).')
-  app.run(main)
+  common.script_main(run, default_seeds=8,
+                     seeds_help='Members (bootstrap resample + seed) per point (>= 2).')

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -78,6 +79,23 @@ def run_or_fail(fn: Callable[[], Any]) -> Any:
     found = find_config_error(e) or e
     print(f'experiments: error: {" ".join(str(found).split())}', file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def script_main(run: Callable[..., Any],
+                extra_args: Callable[[Any], Mapping[str, Any]] = lambda f: {},
+                **flag_kwargs: Any) -> None:
+  """The `__main__` of an experiment script: defines the common flags
+  (`define_flags(**flag_kwargs)`), parses them and calls
+  `run(out, mnist_dir, smoke, seeds, **extra_args(flags.FLAGS))` through `run_or_fail`.
+  A script with flags of its own defines them before calling this."""
+  define_flags(**flag_kwargs)
+
+  def main(argv: list[str]) -> None:
+    del argv
+    f = flags.FLAGS
+    run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds, **extra_args(f)))
+
+  app.run(main)
 
 
 def default_mnist_dir() -> str:

@@ -27,7 +27,6 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -380,15 +379,8 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
   return out.results
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  common.run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds,
-                                 widths=tuple(int(w) for w in f.widths), epochs=f.epochs))
-
-
 if __name__ == '__main__':
-  common.define_flags(default_seeds=3)
   flags.DEFINE_list('widths', [], 'Hidden widths, e.g. 256,256 (default: 128).')
   flags.DEFINE_integer('epochs', 0, 'Epoch budget (0: the default, 50).', lower_bound=0)
-  app.run(main)
+  common.script_main(run, extra_args=lambda f: {
+      'widths': tuple(int(w) for w in f.widths), 'epochs': f.epochs}, default_seeds=3)

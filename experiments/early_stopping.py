@@ -23,8 +23,6 @@ Writes results.json, report.md, es_curves.png and es_tradeoff.png into --out.
 import dataclasses
 from typing import Any, Callable
 
-from absl import app
-from absl import flags
 import numpy as np
 
 from experiments import common
@@ -245,12 +243,6 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
   return out.results
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  common.run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds))
-
 
 if __name__ == '__main__':
-  common.define_flags(default_seeds=5)
-  app.run(main)
+  common.script_main(run, default_seeds=5)

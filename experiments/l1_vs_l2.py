@@ -24,8 +24,6 @@ l1l2_importance.png into --out.
 
 from typing import Any, Callable
 
-from absl import app
-from absl import flags
 import matplotlib
 import numpy as np
 
@@ -291,12 +289,6 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
   return out.results
 
 
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  common.run_or_fail(lambda: run(f.out, f.mnist_dir, f.smoke, f.seeds))
-
 
 if __name__ == '__main__':
-  common.define_flags(default_seeds=3)
-  app.run(main)
+  common.script_main(run, default_seeds=3)
