@@ -47,7 +47,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import app
 from absl import flags
@@ -436,20 +436,44 @@ def matmul_roof(n: int, repeats: int = 5) -> dict[str, Any]:
   return {'n': n, 'seconds': best, 'gflops': 2 * n**3 / best / 1e9}
 
 
-def train_gflops(smoke: bool, mnist_dir: str, data: Dataset, batch_size: int,
-                 repeats: int = 3) -> dict[str, Any]:
-  """regjax training GFLOP/s at `batch_size`: the best of `repeats` epochs (no eval)."""
-  config = classic_config(smoke, mnist_dir, batch_size=batch_size, epochs=1)
+class _EpochProgram(NamedTuple):
+  """A compiled `Trainer.train_epoch` of seed 0 with what it is called with."""
+  trainer: train.Trainer
+  hparams: dict[str, jax.Array]
+  x: jax.Array
+  y: jax.Array
+  shuffle_key: jax.Array
+  dropout_key: jax.Array
+  state: train.TrainState
+  compiled: Any  # (state, x, y, hparams, shuffle_key, dropout_key, epoch) -> (state, metrics)
+
+  def __call__(self, state: train.TrainState, epoch: int):
+    return self.compiled(state, self.x, self.y, self.hparams, self.shuffle_key,
+                         self.dropout_key, jnp.int32(epoch))
+
+
+def _epoch_program(config: ml_collections.ConfigDict, data: Dataset) -> _EpochProgram:
+  """Compiles the training epoch of `config` (as a Runner builds it) on data's train set."""
   trainer = _trainer(config, data)
   hp = train.penalty_hparams(config.penalty)
   x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
   k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
   state = trainer.init(k0, x[:1])
-  step = jax.jit(trainer.train_epoch).lower(state, x, y, hp, k1, k2, jnp.int32(0)).compile()
+  compiled = jax.jit(trainer.train_epoch).lower(state, x, y, hp, k1, k2,
+                                                jnp.int32(0)).compile()
+  return _EpochProgram(trainer, hp, x, y, k1, k2, state, compiled)
+
+
+def train_gflops(smoke: bool, mnist_dir: str, data: Dataset, batch_size: int,
+                 repeats: int = 3) -> dict[str, Any]:
+  """regjax training GFLOP/s at `batch_size`: the best of `repeats` epochs (no eval)."""
+  program = _epoch_program(classic_config(smoke, mnist_dir, batch_size=batch_size,
+                                         epochs=1), data)
+  state = program.state
   best = math.inf
   for epoch in range(repeats):
     t0 = time.perf_counter()
-    state, metrics = step(state, x, y, hp, k1, k2, jnp.int32(epoch))
+    state, metrics = program(state, epoch)
     jax.block_until_ready(metrics)
     best = min(best, time.perf_counter() - t0)
   examples = (len(data.x_train) // batch_size) * batch_size
@@ -467,20 +491,18 @@ def scan_vs_step_loop(config: ml_collections.ConfigDict, data: Dataset, repeats:
   the device. Wall and CPU seconds (all threads), the best of `repeats` epochs each:
   CPU above wall means both cores were busy.
   """
-  trainer = _trainer(config, data)
-  hp = train.penalty_hparams(config.penalty)
-  x, y = jax.device_put(data.x_train), jax.device_put(data.y_train)
-  k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
-  state = trainer.init(k0, x[:1])
-  epoch = jax.jit(trainer.train_epoch).lower(state, x, y, hp, k1, k2, jnp.int32(0)).compile()
-  step = jax.jit(lambda s, idx, x, y: trainer.train_step(s, x[idx], y[idx], hp, k2),
+  program = _epoch_program(config, data)
+  trainer, hp, x, y, state = (program.trainer, program.hparams, program.x, program.y,
+                              program.state)
+  step = jax.jit(lambda s, idx, x, y: trainer.train_step(s, x[idx], y[idx], hp,
+                                                         program.dropout_key),
                  donate_argnums=0)
   steps = len(data.x_train) // config.train.batch_size
-  order = np.asarray(jax.random.permutation(k1, len(data.x_train)))
+  order = np.asarray(jax.random.permutation(program.shuffle_key, len(data.x_train)))
   batches = order[:steps * config.train.batch_size].reshape(steps, -1)
 
   def run_scan():
-    jax.block_until_ready(epoch(state, x, y, hp, k1, k2, jnp.int32(0)))
+    jax.block_until_ready(program(state, 0))
 
   def run_loop():
     s = jax.tree.map(jnp.copy, state)
