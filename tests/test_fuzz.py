@@ -137,7 +137,8 @@ def finished_workdir() -> str:
   return workdir
 
 
-class ConfigFuzzTest(absltest.TestCase):
+class _FinishedWorkdirTest(absltest.TestCase):
+  """Shares one finished workdir and its snapshot: bad input must leave it byte-identical."""
 
   @classmethod
   def setUpClass(cls):
@@ -145,6 +146,9 @@ class ConfigFuzzTest(absltest.TestCase):
     cls.config = base_config()
     cls.workdir = finished_workdir()
     cls.before = helpers.snapshot(cls.workdir)
+
+
+class ConfigFuzzTest(_FinishedWorkdirTest):
 
   def assert_one_line_error_and_workdir_intact(self, config, field):
     with self.assertRaises(ConfigError) as ctx:
@@ -271,14 +275,7 @@ def corrupt_npz(arrays: dict[str, np.ndarray], kind: str, draw) -> dict[str, np.
   return out
 
 
-class DataFileFuzzTest(absltest.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.config = base_config()
-    cls.workdir = finished_workdir()
-    cls.before = helpers.snapshot(cls.workdir)
+class DataFileFuzzTest(_FinishedWorkdirTest):
 
   def assert_rejected(self, data_fields: dict, field: str):
     config = self.config
