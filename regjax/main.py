@@ -24,8 +24,16 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Output folder; default runs/<config name>-<time>.')
+
+
+def _default_cache_dir() -> str:
+  """$XDG_CACHE_HOME/regjax/xla (the XDG convention), else ~/.cache/regjax/xla."""
+  return os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.join('~', '.cache'),
+                      'regjax', 'xla')
+
+
 _CACHE = flags.DEFINE_string(
-    'compilation_cache', os.path.join('~', '.cache', 'regjax', 'xla'),
+    'compilation_cache', _default_cache_dir(),
     "Folder for JAX's persistent compilation cache, so a repeated command loads its "
     "compiled programs instead of compiling again; '' turns it off.")
 _CHECKPOINT_EVERY = flags.DEFINE_float(

@@ -170,7 +170,9 @@ class SmokeTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.out = Path(tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir()))
+    # mkdtemp() under the session's TMPDIR: absl's default test tmpdir (/tmp/absl_testing)
+    # need not exist on a fresh machine.
+    self.out = Path(tempfile.mkdtemp(prefix='regjax-exp-b-'))
 
   def _files(self, *names):
     for name in ('results.json', 'report.md') + names:
