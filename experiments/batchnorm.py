@@ -112,9 +112,9 @@ def train_grid(s: Settings, mnist_dir: str) -> tuple[list[dict[str, Any]], dict[
   for bn in (False, True):
     for scale in s.init_scales:
       for lr in s.learning_rates:
-        runner = train.Runner(make_config(s, mnist_dir, bn, lr, scale), data)
+        config = make_config(s, mnist_dir, bn, lr, scale)
         for seed in range(s.seeds):
-          record, history, _ = runner.fit(seed)
+          record, history, _ = train.fit(config, data, seed)
           runs.append({
               'batch_norm': bn, 'init_scale': scale, 'learning_rate': lr, 'seed': seed,
               'val_accuracy_curve': [r['val_accuracy'] for r in history],

@@ -10,8 +10,9 @@ of the kept weights is read off the curve at the epoch it keeps. Model selection
 ever looks at validation metrics; the per-epoch test numbers are read at the selected
 epoch (or plotted as curves), never used to choose.
 
-Seeds follow `regjax.train.Runner`: `jax.random.key(seed)` split into init / shuffle /
-dropout keys, so a trajectory's first epochs are the very epochs `Runner.fit(seed)` trains.
+A trajectory is regjax's one training program (regjax/program.py) with an evaluation
+hook, so its first epochs are the very epochs `regjax.train.fit(config, data, seed)`
+trains.
 """
 
 import dataclasses
@@ -35,13 +36,15 @@ import ml_collections
 import numpy as np
 import PIL.Image
 
-from regjax import optimizers
+from regjax import regularizers
 from regjax import report
 from regjax import schema
 from regjax import train
+from regjax import trainer as trainer_lib
 from regjax.data import Dataset
 from regjax.early_stopping import EarlyStopping
 from regjax.errors import ConfigError, find_config_error
+from regjax.program import EvalSet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Largest training subset evaluated in inference mode each epoch (a fixed prefix of the
@@ -143,102 +146,65 @@ def override(config: ml_collections.ConfigDict, **dotted: Any) -> ml_collections
 class Trajectory:
   """Trains one config for all `train.epochs`, evaluating every epoch (see module doc).
 
-  One compiled program per instance does an epoch, the weight statistics and every
-  evaluation (one dispatch per epoch); every seed and every strength reuses it. The data
-  arrays are arguments of that program, not constants baked into it, which keeps
-  compilation to seconds even on full MNIST.
-
-  Strength sweeps without recompiling: penalty strengths are arguments, and optimizer
-  strengths named in `include` are kept in the optax chain even at 0 (an exact no-op
-  there) so that `run(..., optimizer_hparams=...)` can set them per run.
+  A run is regjax's one training program (regjax/program.py) with early stopping off
+  and two extra per-epoch evaluation sets: 'trainset' (the first <= 10k training
+  examples, in inference mode) and 'test'. Every seed and every strength reuses one
+  compiled program: penalty strengths are arguments, and optimizer strengths named in
+  `include` are kept in the optax chain even at 0 (an exact no-op there) so that
+  `run(..., optimizer_hparams=...)` can set them per run.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, data: Dataset,
                include: Sequence[str] = ()):
-    """Builds the trainer of `config` for `data` (validates the config)."""
-    self.config, self.data = config, data
-    trainer = train.make_trainer(config, data.num_classes, len(data.x_train))
-    if include:
-      steps = (len(data.x_train) // config.train.batch_size) * config.train.epochs
-      trainer = dataclasses.replace(
-          trainer, tx=optimizers.make_optimizer(config.optimizer, steps, include=include))
-    self.trainer = trainer
-    self.hparams = train.penalty_hparams(config.penalty)
-    self._x, self._y = jax.device_put(data.x_train), jax.device_put(data.y_train)
-    n_eval = min(TRAIN_EVAL_SIZE, len(data.x_train))
-    self.sets = {'trainset': (self._x[:n_eval], self._y[:n_eval])}
-    if len(data.x_val):
-      self.sets['val'] = (jax.device_put(data.x_val), jax.device_put(data.y_val))
-    self.sets['test'] = (jax.device_put(data.x_test), jax.device_put(data.y_test))
-    self._epoch = jax.jit(self._epoch_and_eval)
+    """Prepares the runs of `config` on `data` (validates the config)."""
+    self.config = override(config, early_stopping__enabled=False)
+    self.data = data
+    self.include = tuple(include) + tuple(
+        t for t in trainer_lib.active_transforms(config) if t not in include)
+    n_eval = min(TRAIN_EVAL_SIZE, data.num_train)
+    self.sets = (
+        EvalSet('trainset', 'pool', data.train_idx[:n_eval], data.y_train[:n_eval]),
+        EvalSet('test', 'test', None, data.y_test))
+    self.trainer = trainer_lib.make_trainer(
+        self.config, data.num_classes, data.num_train, include=self.include)
 
-  def _epoch_and_eval(self, state, x, y, sets, hparams, shuffle_key, dropout_key, epoch,
-                      do_eval):
-    t = self.trainer
-    state, metrics = t.train_epoch(state, x, y, hparams, shuffle_key, dropout_key, epoch)
-    metrics = dict(metrics, **t.weight_stats(state.params))
-
-    def evaluate(state):
-      out = {}
-      for name, (xs, ys) in sets.items():
-        ev = t.evaluate(state.params, state.batch_stats, xs, ys)
-        out[f'{name}_loss'], out[f'{name}_accuracy'] = ev['loss'], ev['accuracy']
-      return out
-
-    def skip(state):
-      return {f'{name}_{m}': jnp.float32(jnp.nan) for name in sets
-              for m in ('loss', 'accuracy')}
-
-    # A traced switch, so that evaluating every epoch or only some shares one program.
-    metrics.update(jax.lax.cond(do_eval, evaluate, skip, state))
-    return state, metrics
-
-  def run(self, seed: int, on_epoch: Callable[[int, train.TrainState], None] | None = None,
+  def run(self, seed: int, on_epoch: Callable[[int, Any], None] | None = None,
           penalty: Mapping[str, float] | None = None,
           optimizer_hparams: Mapping[str, float] | None = None, eval_every: int = 1
-          ) -> tuple[list[dict[str, float]], train.TrainState]:
+          ) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """Trains seed `seed` for the whole budget.
 
     Args:
-      seed: `jax.random.key(seed)` is split into init / shuffle / dropout keys.
-      on_epoch: called as on_epoch(epoch, state) after each epoch (e.g. to keep weights).
+      seed: the run's seed (regjax/trainer.py `run_keys`).
+      on_epoch: called as on_epoch(epoch, train state) after each epoch (e.g. to keep
+        weights).
       penalty: overrides of the coupled strengths {'l1', 'l2'} for this run.
-      optimizer_hparams: values for `opt_state.hyperparams` (e.g. {'l1_prox': 1.0});
-        each name must be in the chain (config value > 0 or named in `include`).
-      eval_every: evaluate after every this many epochs and after the last one; the
-        other rows hold NaN for the evaluation metrics (so use 1 with early stopping).
+      optimizer_hparams: overrides of optimizer fields (e.g. {'l1_prox': 1.0}); each
+        transform must be in the chain (config value > 0 or named in `include`).
+      eval_every: evaluate the extra sets after every this many epochs and after the
+        last one; the other rows hold NaN for them.
     Returns:
-      (rows, final state). One row per epoch (0-based 'epoch'): 'train_loss',
+      (rows, variables). One row per epoch (0-based 'epoch'): 'train_loss',
       'train_accuracy' (training-mode means over the epoch's batches), 'train_penalty',
       inference-mode 'trainset_*' (first <= 10k training examples), 'val_*' and 'test_*'
       loss (mean cross-entropy, nats) and accuracy (fraction), the weight statistics
-      'weight_l1', 'weight_l2', 'zero_fraction', and 'seconds' (wall clock). A run whose
-      training loss turns non-finite stops there.
+      'weight_l1', 'weight_l2', 'zero_fraction', and 'seconds' (wall clock); and the
+      final {'params', 'batch_stats'}. A run whose training loss turns non-finite stops.
     """
-    hparams = dict(self.hparams)
-    for name, value in (penalty or {}).items():
-      hparams[name] = jnp.float32(value)
-    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
-    state = self.trainer.init(init_key, self._x[:1])
-    if optimizer_hparams:
-      state = state.replace(opt_state=optimizers.set_hyperparams(state.opt_state,
-                                                                 **optimizer_hparams))
-    rows = []
-    epochs = self.config.train.epochs
-    for epoch in range(epochs):
-      t0 = time.perf_counter()
-      do_eval = (epoch + 1) % eval_every == 0 or epoch == epochs - 1
-      state, metrics = self._epoch(state, self._x, self._y, self.sets, hparams,
-                                   shuffle_key, dropout_key, jnp.int32(epoch),
-                                   jnp.bool_(do_eval))
-      row = {'epoch': epoch, **{k: float(v) for k, v in jax.device_get(metrics).items()}}
-      row['seconds'] = time.perf_counter() - t0
-      rows.append(row)
-      if on_epoch is not None:
-        on_epoch(epoch, state)
-      if not math.isfinite(row['train_loss']):
-        break
-    return rows, state
+    config = override(self.config, **{f'penalty__{k}': float(v)
+                                      for k, v in (penalty or {}).items()},
+                      **{f'optimizer__{k}': float(v)
+                         for k, v in (optimizer_hparams or {}).items()})
+    for name in (optimizer_hparams or {}):
+      if name not in self.include and float(optimizer_hparams[name]) > 0:
+        raise ConfigError(f'optimizer.{name}', optimizer_hparams[name],
+                          f'not in this Trajectory\'s chain: pass include=({name!r},)')
+    group = train.RunGroup([train.Run(config, seed, self.data)], eval_sets=self.sets,
+                           penalty_terms=regularizers.penalty_names(),
+                           include=self.include)
+    hook = None if on_epoch is None else (lambda _, epoch, state: on_epoch(epoch, state))
+    ((_, rows, variables),) = group.fit(evaluate_sets_every=eval_every, on_state=hook)
+    return rows, variables
 
 
 # ----------------------------------------------------------------------------- early stopping
@@ -251,9 +217,9 @@ def simulate_early_stopping(rows: Sequence[Mapping[str, float]], patience: int |
                             min_delta: float = 0.0) -> dict[str, Any]:
   """Replays regjax's `EarlyStopping` over a recorded trajectory.
 
-  The state machine sees exactly what `Runner` shows it (one metrics row per epoch);
-  the "weights" it keeps are the epoch index, so `best_variables` names the epoch whose
-  weights `Runner.fit` would have returned.
+  The state machine sees exactly what the training program shows it (one metrics row
+  per epoch); the "weights" it keeps are the epoch index, so `best_variables` names the
+  epoch whose weights `regjax.train.fit` would have returned.
 
   Args:
     rows: per-epoch rows of `Trajectory.run` (must contain `monitor`).

@@ -15,7 +15,7 @@ val_accuracy), with and without restoring the best weights. In the spirit of Pre
 (1998, "Early stopping -- but when?"): compute saved = 1 - epochs run / budget;
 accuracy lost = the test accuracy of the oracle epoch (the best test accuracy of the
 whole run, known only in hindsight) minus that of the kept weights. One real
-`Runner.fit` checks that the replay gives the same stop, best epoch and test accuracy.
+`regjax.train.fit` checks that the replay gives the same stop, best epoch and test accuracy.
 
 Writes results.json, report.md, es_curves.png and es_tradeoff.png into --out.
 """
@@ -197,11 +197,11 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
   fig_trade = out.figure(trade_fig, 'es_tradeoff.png', 'Compute saved vs test accuracy lost '
                          'relative to the oracle epoch, for each patience.')
 
-  # Check: the replay equals a real Runner.fit with early stopping.
+  # Check: the replay equals a real train.fit with early stopping.
   check_cfg = common.override(cfg, data__label_noise=s.noise_levels[0],
                               early_stopping__patience=s.shown_patience)
   check_data = load_dataset(check_cfg.data)
-  record, _, _ = train.Runner(check_cfg, check_data).fit(0)
+  record, _, _ = train.fit(check_cfg, check_data, 0)
   replay = results[f'noise={s.noise_levels[0]:g}']['per_monitor']['val_loss'][0]
   replay = next(r for r in replay if r['patience'] == s.shown_patience and r['restore'])
   check = {'runner': {k: record[k] for k in ('best_epoch', 'stop_epoch', 'test_accuracy')},
@@ -218,7 +218,7 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
           f'Adam 1e-3, batch 32, budget {s.epochs} epochs, {seeds} seeds. Each seed trains '
           'the whole budget once; every early-stopping rule is replayed on its validation '
           'curve with regjax.early_stopping.EarlyStopping.',
-          f"Replay check (seed 0, patience {s.shown_patience}, restore): Runner.fit stopped "
+          f"Replay check (seed 0, patience {s.shown_patience}, restore): train.fit stopped "
           f"at epoch {check['runner']['stop_epoch']} and kept epoch "
           f"{check['runner']['best_epoch']}, test {100 * check['runner']['test_accuracy']:.2f}%"
           f"; the replay: {check['replay']['stop_epoch']}, {check['replay']['best_epoch']}, "

@@ -118,12 +118,12 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
       penalty = {'l2': strength if method == 'l2' else 0.0}
       opt = {'l1_prox': strength if method == 'l1_prox' else 0.0,
              'l1_subgradient': strength if method == 'l1_subgradient' else 0.0}
-      rows, state = traj.run(seed, penalty=penalty, optimizer_hparams=opt,
-                             eval_every=cfg.train.epochs)
-      stats = _run_stats(rows, state.params, always_zero)
+      rows, variables = traj.run(seed, penalty=penalty, optimizer_hparams=opt,
+                                 eval_every=cfg.train.epochs)
+      stats = _run_stats(rows, variables['params'], always_zero)
       runs[(method, strength)].append(stats)
       if seed == 0:
-        weights[(method, strength)] = _first_kernel(state.params)
+        weights[(method, strength)] = _first_kernel(variables['params'])
       name = 'none' if method == 'none' else f'{method}={strength:g}'
       records.append(common.record_at(rows, len(rows) - 1, name, seed))
       log(f"{name} seed {seed}: test {100 * stats['test_accuracy']:.2f}%, zeros "

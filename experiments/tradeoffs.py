@@ -4,14 +4,15 @@ r"""Experiment 7: what each regularizer costs in time, and how touchy its knob i
       [--seeds=N]
 
 Part 1, cost. Each regularizer at a typical strength is trained for a few epochs in
-several rounds; every round builds a fresh `Runner` (so its compile time is measured
+several rounds; every round compiles its program afresh (so its compile time is measured
 again) and the regularizers run in a new random order each round, so that load on the
 shared machine drifts over all of them alike. A run's time is the minimum of its epochs'
 wall-clock seconds, the first epoch left out as warm-up (on a shared machine other
 processes only ever add time, so the minimum is the least disturbed estimate, as
 `timeit` advises); the overhead of a regularizer is its time divided by the plain run's
 time in the same round (paired), reported as the median and the range over rounds.
-Every run evaluates the validation split after each epoch (the Runner always does), so
+Every run evaluates the validation split after each epoch (regjax's program always
+does), so
 'early_stopping' adds only the stopper's bookkeeping (tracking the best epoch and
 keeping a copy of its weights); 'none_no_val' drops the validation split to show what
 that per-epoch evaluation itself costs.
@@ -143,7 +144,8 @@ def cost_part(s: Settings, mnist_dir: str) -> list[dict[str, Any]]:
       config = make_config(s, mnist_dir, s.cost_train_size, s.cost_widths, s.cost_epochs,
                            COST_VARIANTS[name])
       data = load_dataset(config.data)
-      record, history, _ = train.Runner(config, data).fit(rnd)
+      ((record, history, _),) = train.RunGroup([train.Run(config, rnd, data)],
+                                               reuse_compiled=False).fit()
       epoch_seconds = [r['seconds'] for r in history]
       rows.append({'round': rnd, 'variant': str(name),
                    'epoch_seconds': epoch_seconds,
@@ -191,9 +193,8 @@ def sensitivity_part(s: Settings, mnist_dir: str) -> list[dict[str, Any]]:
     config = make_config(s, mnist_dir, s.train_size, s.widths, s.epochs, overrides)
     if data is None:
       data = load_dataset(config.data)  # Every sweep point shares the data.
-    runner = train.Runner(config, data)
     for seed in range(s.seeds):
-      record, _, _ = runner.fit(seed)
+      record, _, _ = train.fit(config, data, seed)
       rows.append({'knob': name, 'field': field, 'value': value, 'seed': seed,
                    'test_accuracy': record['test_accuracy'],
                    'train_accuracy': record['train_accuracy'],

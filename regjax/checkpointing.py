@@ -1,26 +1,23 @@
-"""Checkpoints of one (variant, seed) run, finished-run records, and preemption signals.
+"""Checkpoints of a training program's runs, and preemption signals.
 
-A workdir keeps, per run:
-
-  checkpoints/<variant>/seed_<seed>/<k>/       orbax checkpoint after k finished epochs
-  checkpoints/<variant>/seed_<seed>.json       the finished run: its record and history
-
-A checkpoint holds everything the rest of the run depends on: the `TrainState` (step,
-params, batch_stats, opt_state) and the `EarlyStoppingState` as arrays, and as JSON the
-epoch count k (the data order of epoch e is `fold_in(shuffle_key, e)`, so k is the
-data-order position), the step, the history rows so far and, once the run has stopped,
-why. Keys are not stored: they derive from the seed. So a run resumed from checkpoint k
-computes exactly what an uninterrupted run computes from epoch k on.
+A group of runs trained as one program (one run, or K runs vmapped; regjax/train.py)
+checkpoints into one folder, `<k>/` being the orbax checkpoint after k finished epochs.
+A checkpoint holds, as arrays, everything the rest of training depends on (the runs'
+train and early-stopping states), and as JSON what the driver needs besides (epoch,
+which run sits in which lane of the program, each run's history so far, and the records
+of runs already finished). Keys are not stored: they derive from the seeds, and the data
+order of epoch e is `fold_in(shuffle_key, e)`. So training resumed from checkpoint k
+computes exactly what an uninterrupted one computes from epoch k on.
 
 Saving policy. One orbax save costs 50-200 ms of CPU on a small machine, against epochs
 of 10-100 ms for the default digits runs, so saving after every epoch would double their
 cost. Saves are therefore asynchronous (a background thread writes while training goes
 on) and timed: after an epoch, a checkpoint is started only if `interval_s` seconds have
-passed since the last one (or since the run began) and no save is still being written.
-The final state, and the state when a stop is requested (SIGTERM, Ctrl-C), are always
-saved, so a stop loses at most the epoch in flight. A SIGKILL loses at most the last
-`interval_s` seconds of training, never a result: orbax commits a checkpoint by renaming
-a finished temporary folder, and finished-run files are written atomically. With
+passed since the last one (or since training began) and no save is still being written.
+The state when a stop is requested (SIGTERM, Ctrl-C) is always saved, so a stop loses at
+most the epoch in flight. A SIGKILL loses at most the last `interval_s` seconds of
+training, never a result: orbax commits a checkpoint by renaming a finished temporary
+folder, and finished-run files are written atomically (regjax/workdir.py). With
 `interval_s=0` every epoch is saved whose previous save has finished; with
 `asynchronous=False` as well, every epoch is saved.
 """
@@ -38,11 +35,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from regjax import report
-
 PyTree = Any
 
-CHECKPOINTS_DIR = 'checkpoints'
 # Two, so that a checkpoint is always complete while the next one is being written
 # (orbax deletes the older one only after the newer one is committed).
 MAX_TO_KEEP = 2
@@ -51,78 +45,26 @@ DEFAULT_INTERVAL_S = 5.0
 _STATE, _META = 'state', 'meta'
 
 
-def run_dir(workdir: str, variant: str, seed: int) -> str:
-  """The orbax folder of one run: <workdir>/checkpoints/<variant>/seed_<seed>."""
-  # A variant name is a config key; keep path separators out of the folder name.
-  safe = variant.replace(os.sep, '_').replace('/', '_')
-  return os.path.join(workdir, CHECKPOINTS_DIR, safe, f'seed_{seed}')
-
-
-def has_checkpoints(workdir: str) -> bool:
-  """Whether `workdir` holds any checkpoint or finished-run file."""
-  root = os.path.join(workdir, CHECKPOINTS_DIR)
-  return os.path.isdir(root) and any(files or dirs for _, dirs, files in os.walk(root))
-
-
 # ----------------------------------------------------------------------------------------
-# Finished runs.
-
-
-def _result_path(directory: str) -> str:
-  return directory.rstrip(os.sep) + '.json'
-
-
-def write_result(directory: str, record: dict[str, Any],
-                 history: list[dict[str, Any]]) -> None:
-  """Stores a finished run's record and history rows next to its checkpoint folder.
-
-  Atomic (write, then rename). NaN and inf are kept as JSON's NaN/Infinity tokens so that
-  the record reads back bit for bit (Python writes floats with their shortest exact repr).
-  """
-  text = json.dumps({'record': record, 'history': history}, allow_nan=True)
-  report.atomic_write_text(_result_path(directory), text + '\n')
-
-
-def read_result(directory: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-  """(record, history) of a finished run, or None if it has not finished.
-
-  An unreadable file counts as unfinished: the run is then finished again from its last
-  checkpoint, which gives the same numbers.
-  """
-  try:
-    with open(_result_path(directory), encoding='utf-8') as f:
-      data = json.load(f)
-    return data['record'], data['history']
-  except (OSError, ValueError, KeyError, TypeError):
-    return None
-
-
-# ----------------------------------------------------------------------------------------
-# Checkpoints of a running run.
+# Checkpoints of a running group of runs.
 
 
 @dataclasses.dataclass
 class Restored:
-  """A run's state after `epoch` finished epochs.
-
-  state / es_state: the TrainState and EarlyStoppingState (arrays as saved).
-  history: the `epoch` metrics rows so far. stop: None while the run goes on, else the
-  dict that `Runner.fit` saved when it stopped ({'reason', 'diverged', ...}).
-  """
+  """A group's state after `epoch` finished epochs: `tree` (arrays, as saved) and `meta`
+  (the JSON the driver saved with it)."""
   epoch: int
-  state: PyTree
-  es_state: PyTree
-  history: list[dict[str, Any]]
-  stop: dict[str, Any] | None
+  tree: PyTree
+  meta: dict[str, Any]
 
 
-class RunCheckpoints:
-  """The orbax `CheckpointManager` of one run; checkpoint step k = k finished epochs.
+class Checkpoints:
+  """The orbax `CheckpointManager` of one group of runs; step k = k finished epochs.
 
   Usage:
-    with RunCheckpoints(run_dir(workdir, name, seed)) as ckpt:
-      restored = ckpt.restore(state, es_state)   # None when there is none
-      ckpt.save(k, state, es_state, history)     # after epoch k - 1
+    with Checkpoints(directory) as ckpt:
+      restored = ckpt.restore(template_of)      # None when there is none
+      ckpt.save(k, tree, meta)                  # after epoch k - 1
   """
 
   def __init__(self, directory: str, interval_s: float = DEFAULT_INTERVAL_S,
@@ -131,11 +73,11 @@ class RunCheckpoints:
     """Opens (creating) `directory`; leftovers of a save cut short are removed.
 
     Args:
-      directory: this run's folder (see `run_dir`).
+      directory: this group's folder (regjax/workdir.py names it).
       interval_s: least seconds between two timed saves (module docstring); >= 0.
       asynchronous: write in a background thread; else `save` blocks until written.
       max_to_keep: newest checkpoints kept on disk.
-      log: receives a line when a run resumes, and for each unreadable checkpoint.
+      log: receives a line when training resumes, and for each unreadable checkpoint.
     """
     self.directory = os.path.abspath(directory)
     self.interval_s = interval_s
@@ -156,16 +98,14 @@ class RunCheckpoints:
     """Finished epochs in the newest committed checkpoint, or None."""
     return self._manager.latest_step()
 
-  def save(self, epoch: int, state: PyTree, es_state: PyTree,
-           history: list[dict[str, Any]], stop: dict[str, Any] | None = None,
+  def save(self, epoch: int, tree: PyTree, meta: dict[str, Any],
            force: bool = False) -> bool:
     """Saves the state after `epoch` finished epochs, if due (see the module docstring).
 
     Args:
       epoch: finished epochs; the checkpoint's step. A step already saved is skipped.
-      state, es_state: the TrainState and EarlyStoppingState after those epochs.
-      history: their metrics rows (copied: the caller may append to its list).
-      stop: why the run stopped, if it has.
+      tree: the arrays (a pytree) to restore from.
+      meta: JSON-able dict saved beside it (copied now: the caller may change its own).
       force: save now whatever the timing, waiting for a save still being written.
     Returns:
       Whether a save was started (it is committed once `wait` or `close` returns).
@@ -175,10 +115,9 @@ class RunCheckpoints:
     if not force and (time.monotonic() - self._last_save < self.interval_s
                       or self._manager.is_saving_in_progress()):
       return False  # Never make training wait for the disk.
-    meta = {'epoch': epoch, 'step': int(jax.device_get(state.step)),
-            'history': list(history), 'stop': stop}
+    meta = json.loads(json.dumps(dict(meta, epoch=epoch)))  # A deep copy, as saved.
     args = ocp.args.Composite(**{
-        _STATE: ocp.args.StandardSave({'state': state, 'es_state': es_state}),
+        _STATE: ocp.args.StandardSave(tree),
         _META: ocp.args.JsonSave(meta),
     })
     if force:
@@ -189,25 +128,24 @@ class RunCheckpoints:
     self._last_save = time.monotonic()
     return True
 
-  def restore(self, state: PyTree, es_state: PyTree) -> Restored | None:
-    """The newest readable checkpoint, shaped like the given fresh states; else None.
+  def restore(self, template_of: Callable[[dict[str, Any]], PyTree]) -> Restored | None:
+    """The newest readable checkpoint, or None.
 
-    A checkpoint that cannot be read (damaged by hand, or from an incompatible version
-    of the code) is logged and deleted, so that its epoch can be saved again, and the
-    one before it is tried; with none left the run starts afresh, which is equally exact.
+    template_of(meta) gives the tree's structure (arrays or jax.ShapeDtypeStruct with
+    the wanted shardings) for that checkpoint's meta. A checkpoint that cannot be read
+    (damaged by hand, or from an incompatible version of the code) is logged and
+    deleted, so that its epoch can be saved again, and the one before it is tried; with
+    none left training starts afresh, which is equally exact.
     """
-    template = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                            {'state': state, 'es_state': es_state})
-    found = None
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        out = self._manager.restore(step, args=ocp.args.Composite(**{
-            _STATE: ocp.args.StandardRestore(template),
-            _META: ocp.args.JsonRestore(),
-        }))
-        meta = out[_META]
-        if meta['epoch'] != step or len(meta['history']) != step:
+        meta = self._manager.restore(step, args=ocp.args.Composite(**{
+            _META: ocp.args.JsonRestore()}))[_META]
+        if meta['epoch'] != step:
           raise ValueError(f"its metadata says epoch {meta['epoch']}")
+        template = jax.tree.map(ocp.utils.to_shape_dtype_struct, template_of(meta))
+        tree = self._manager.restore(step, args=ocp.args.Composite(**{
+            _STATE: ocp.args.StandardRestore(template)}))[_STATE]
       except Exception as e:  # pylint: disable=broad-except  # Any damage: try older.
         reason = (str(e).strip().splitlines() or [''])[0][:160]
         self._log(f'the checkpoint after {step} epochs is unreadable '
@@ -215,23 +153,9 @@ class RunCheckpoints:
         self._manager.delete(step)
         self._saved.discard(step)
         continue
-      found = Restored(epoch=step, state=out[_STATE]['state'],
-                       es_state=out[_STATE]['es_state'], history=meta['history'],
-                       stop=meta.get('stop'))
       self._log(f'resuming from its checkpoint after {step} epochs')
-      break
-    return found
-
-  def keep_only_latest(self) -> None:
-    """Waits for pending saves, then deletes every checkpoint but the newest.
-
-    For finished runs: the newest holds the final weights; older ones are only useful
-    to resume, which a finished run no longer needs.
-    """
-    self.wait()
-    steps = sorted(self._manager.all_steps())
-    for step in steps[:-1]:
-      self._manager.delete(step)
+      return Restored(epoch=step, tree=tree, meta=meta)
+    return None
 
   def wait(self) -> None:
     """Blocks until every started save is committed to disk."""
@@ -241,7 +165,7 @@ class RunCheckpoints:
     """Waits for pending saves and releases orbax's threads."""
     self._manager.close()
 
-  def __enter__(self) -> 'RunCheckpoints':
+  def __enter__(self) -> 'Checkpoints':
     return self
 
   def __exit__(self, *exc_info: Any) -> None:
@@ -253,7 +177,7 @@ class RunCheckpoints:
 
 
 class Interrupted(Exception):
-  """Raised by `Runner.fit` when a stop was requested; its state is checkpointed.
+  """Raised by regjax/train.py when a stop was requested; its state is checkpointed.
 
   epochs_done: finished epochs, all saved in the run's checkpoint.
   """

@@ -34,6 +34,7 @@ changed by one of them.
 """
 
 import dataclasses
+import functools
 import gzip
 from pathlib import Path
 from typing import Any
@@ -58,21 +59,92 @@ _DIGITS_TEST_SEED = 0
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous: compare fields.
 class Dataset:
-  """Numpy splits of one dataset.
+  """One split of a dataset: the training pool, index views into it, and the test set.
 
-  x_*: float32 images in [0, 1], shape (N, H, W, C). y_*: int32 labels in
-  [0, num_classes), shape (N,). y_train_clean: the training labels before label noise
-  (equal to y_train when data.label_noise == 0).
+  The inputs are kept once, as the source stores them (`pool`, `test`: uint8 images, or
+  float32), and a split is index arrays into the pool, so that resplitting (a replicate's
+  own validation split and label noise) copies no inputs and a training program reads
+  its batches straight from the pool. `decode` turns stored inputs into model inputs.
+
+  Attributes:
+    name: the `data.name` it was loaded from.
+    num_classes: labels are int32 in [0, num_classes).
+    pool: (N_pool, ...) the official training split's inputs, uint8 (images, decoded to
+      [0, 1]) or float32 (used as they are).
+    pool_labels: (N_pool,) int32 clean labels of the pool.
+    train_idx: (n_train,) int32 pool rows used for training.
+    y_train: (n_train,) int32 their training labels (label noise applied).
+    val_idx: (n_val,) int32 pool rows held out for validation (clean labels).
+    test: (N_test, ...) the official test split's inputs, stored like `pool`.
+    y_test: (N_test,) int32.
+    decode_table: (256,) float32 value of each uint8 input, or None for float inputs.
+      A lookup rather than a division: it gives the same float32 on the host (numpy)
+      and in a compiled program (XLA turns a division by a constant into a multiply).
+    split_seed: the `data.split_seed` of this split.
+  Derived (decoded float32 copies, made on first use): x_train, x_val, x_test, and
+  y_val, y_train_clean (the training labels before label noise).
   """
   name: str
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_val: np.ndarray
-  y_val: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
   num_classes: int
-  y_train_clean: np.ndarray
+  pool: np.ndarray
+  pool_labels: np.ndarray
+  train_idx: np.ndarray
+  y_train: np.ndarray
+  val_idx: np.ndarray
+  test: np.ndarray
+  y_test: np.ndarray
+  decode_table: np.ndarray | None
+  split_seed: int = 0
+
+  @property
+  def num_train(self) -> int:
+    """Training examples (n_train)."""
+    return len(self.train_idx)
+
+  @property
+  def num_val(self) -> int:
+    """Validation examples (n_val; 0 without a validation split)."""
+    return len(self.val_idx)
+
+  def decode(self, raw: np.ndarray) -> np.ndarray:
+    """Stored inputs (B, ...) -> float32 model inputs (B, ...)."""
+    if self.decode_table is not None:
+      return self.decode_table[raw]
+    return np.asarray(raw, np.float32)
+
+  @functools.cached_property
+  def x_train(self) -> np.ndarray:
+    """(n_train, ...) float32 training inputs (a decoded copy)."""
+    return _read_only(self.decode(self.pool[self.train_idx]))
+
+  @functools.cached_property
+  def x_val(self) -> np.ndarray:
+    """(n_val, ...) float32 validation inputs (a decoded copy)."""
+    return _read_only(self.decode(self.pool[self.val_idx]))
+
+  @functools.cached_property
+  def x_test(self) -> np.ndarray:
+    """(N_test, ...) float32 test inputs (a decoded copy)."""
+    return _read_only(self.decode(self.test))
+
+  @functools.cached_property
+  def y_val(self) -> np.ndarray:
+    """(n_val,) int32 validation labels."""
+    return _read_only(self.pool_labels[self.val_idx])
+
+  @functools.cached_property
+  def y_train_clean(self) -> np.ndarray:
+    """(n_train,) int32 training labels before label noise."""
+    return _read_only(self.pool_labels[self.train_idx])
+
+  def same_source(self, other: 'Dataset') -> bool:
+    """Whether `other` is a split of the same loaded pool and test set."""
+    return other.pool is self.pool and other.test is self.test
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+  a.setflags(write=False)
+  return a
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +165,19 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
       label_noise, split_seed).
 
   Returns:
-    The Dataset: float32 images in [0, 1] of shape (N, H, W, C), int32 labels.
+    The Dataset (see its docstring; `x_train` etc. are float32, images in [0, 1]).
 
   Raises:
     ConfigError: a bad field, or a data file that is missing or corrupt.
+  """
+  return split(load_source(data_config), data_config)
+
+
+def load_source(data_config: ml_collections.ConfigDict) -> '_Raw':
+  """The unsplit source of `data_config.name`: pool and test inputs as stored, labels.
+
+  `split(source, data_config)` then makes a Dataset; several splits of one source (e.g.
+  one per replicate) share its arrays.
   """
   _validate_fields(data_config)
   name = data_config.name
@@ -116,7 +197,16 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
     raw = _load_npz(name[len('npz:'):], value=name)
   else:
     raise ConfigError('data.name', name, f'must be one of {_ALLOWED_NAMES}')
-  return _split(raw, data_config)
+  # Stored once for every split: uint8 stays uint8 (a quarter of float32's memory),
+  # anything else becomes float32; all read-only, so no run can change a shared array.
+  def inputs(x):
+    return _read_only(x if x.dtype == np.uint8 else np.array(x, np.float32, copy=True))
+
+  def labels(y):
+    return _read_only(np.array(y, np.int32, copy=True))
+
+  return _Raw(inputs(raw.x_pool), labels(raw.y_pool), inputs(raw.x_test),
+              labels(raw.y_test), raw.num_classes)
 
 
 def corrupt_labels(labels: np.ndarray, fraction: float, num_classes: int,
@@ -169,8 +259,12 @@ def _is_real(v: Any) -> bool:
   return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def _split(raw: _Raw, c: ml_collections.ConfigDict) -> Dataset:
-  """Validation split, train_size subsample and label noise (module docstring)."""
+def split(raw: '_Raw', c: ml_collections.ConfigDict) -> Dataset:
+  """Validation split, train_size subsample and label noise of `raw` (module docstring).
+
+  Only index arrays and labels are made: the Dataset shares `raw`'s input arrays.
+  """
+  _validate_fields(c)
   n_pool = len(raw.y_pool)
   n_val = round(c.validation_fraction * n_pool)
   if c.validation_fraction > 0 and not 1 <= n_val <= n_pool - 1:
@@ -192,30 +286,19 @@ def _split(raw: _Raw, c: ml_collections.ConfigDict) -> Dataset:
   train_idx = perm[n_val:]
   if c.train_size > 0:
     train_idx = train_idx[:c.train_size]
-  y_train_clean = raw.y_pool[train_idx].astype(np.int32)
+  y_train = raw.y_pool[train_idx].astype(np.int32)
   if c.label_noise > 0:
-    y_train, _ = corrupt_labels(y_train_clean, c.label_noise, raw.num_classes, rng)
-  else:
-    y_train = y_train_clean
-  arrays = dict(
-      x_train=_to_float(raw.x_pool[train_idx]),
-      y_train=y_train,
-      x_val=_to_float(raw.x_pool[val_idx]),
-      y_val=raw.y_pool[val_idx].astype(np.int32),
-      x_test=_to_float(raw.x_test),
-      y_test=raw.y_test.astype(np.int32),
-      y_train_clean=y_train_clean,
-  )
-  for a in arrays.values():
-    a.setflags(write=False)
-  return Dataset(name=c.name, num_classes=int(raw.num_classes), **arrays)
+    y_train, _ = corrupt_labels(y_train, c.label_noise, raw.num_classes, rng)
+  return Dataset(name=c.name, num_classes=int(raw.num_classes), pool=raw.x_pool,
+                 pool_labels=raw.y_pool, train_idx=_read_only(train_idx.astype(np.int32)),
+                 y_train=_read_only(y_train), val_idx=_read_only(val_idx.astype(np.int32)),
+                 test=raw.x_test, y_test=raw.y_test,
+                 decode_table=_DECODE_UINT8 if raw.x_pool.dtype == np.uint8 else None,
+                 split_seed=int(c.split_seed))
 
 
-def _to_float(x: np.ndarray) -> np.ndarray:
-  """uint8 [0, 255] or float [0, 1] -> a new float32 array in [0, 1]."""
-  if x.dtype == np.uint8:
-    return x.astype(np.float32) / np.float32(255)
-  return np.array(x, dtype=np.float32, copy=True)
+# uint8 v -> float32(v) / float32(255): images in [0, 1], as float32 division gives them.
+_DECODE_UINT8 = _read_only(np.arange(256, dtype=np.float32) / np.float32(255))
 
 
 def _load_digits() -> _Raw:

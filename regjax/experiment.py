@@ -5,16 +5,21 @@ trained with early stopping on the validation split and tested once on its resto
 best weights (regjax/train.py). The same seed gives every variant the same
 initialization key, data order and dropout keys, so per-seed differences are paired.
 
-The workdir belongs to one config. It receives config.json first; per run, orbax
-checkpoints while it trains and a finished-run file at the end (regjax/checkpointing.py);
-metrics.jsonl as runs finish; and at the end results.json, results.csv and curves.png.
-Every results file is written atomically: a results file that exists is complete.
+Runs are grouped into programs (regjax/train.py): one run each, or, per
+`train.vectorize`, every run that can share a vmapped program (regjax/sweep.py).
+
+The workdir belongs to one config (layout: regjax/workdir.py). It receives config.json
+first; per program, orbax checkpoints while it trains (deleted when it ends); per run, a
+finished-run file and its reported weights as soon as it stops; metrics.jsonl as runs
+finish; and at the end results.json, results.csv and curves.png. Every results file is
+written atomically: a results file that exists is complete.
 
 Resuming: running the same config into the same workdir again skips finished runs
-(their records are read back), continues an unfinished one from its last checkpoint,
-and gives bit-for-bit the numbers of an uninterrupted run (wall-clock seconds aside). A
-workdir that holds results of a different config is refused. SIGTERM and Ctrl-C
-checkpoint the current run and stop with status 143 / 130 (`checkpointing.Preempted`).
+(their records are read back), continues an unfinished program from its last
+checkpoint, and gives bit-for-bit the numbers of an uninterrupted run (wall-clock
+seconds aside). A workdir that holds results of a different config is refused. SIGTERM
+and Ctrl-C checkpoint the current program and stop with status 143 / 130
+(`checkpointing.Preempted`).
 """
 
 import contextlib
@@ -33,6 +38,7 @@ from regjax import schema
 from regjax import sweep
 from regjax import train
 from regjax import variants
+from regjax import workdir as workdir_lib
 from regjax.data import Dataset, load_dataset
 from regjax.errors import ConfigError
 
@@ -73,7 +79,7 @@ def _holds_results(workdir: str) -> bool:
   metrics = os.path.join(workdir, report.METRICS_JSONL)
   return (os.path.exists(os.path.join(workdir, report.RESULTS_JSON))
           or (os.path.exists(metrics) and os.path.getsize(metrics) > 0)
-          or checkpointing.has_checkpoints(workdir))
+          or workdir_lib.holds_results(workdir))
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
@@ -112,12 +118,12 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
   return False
 
 
-def plan(config: ml_collections.ConfigDict) -> list[tuple[str, train.Runner]]:
-  """Validates the whole comparison before anything trains.
+def plan(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.ConfigDict,
+                                                      Dataset]]:
+  """Validates the comparison's configs and loads its data, before anything trains.
 
-  Returns [(variant name, its Runner)], loading each distinct data config once and
-  building and tracing every variant's training program, so that a bad value in the last
-  variant fails in a second, not after the first variants have trained.
+  Returns [(variant name, its full config, its dataset)] in table order, loading each
+  distinct data config once.
   """
   defaults = schema.default_config()
   schema.check_types(config, defaults)
@@ -137,19 +143,29 @@ def plan(config: ml_collections.ConfigDict) -> list[tuple[str, train.Runner]]:
     key = json.dumps(vcfg.data.to_dict(), sort_keys=True)
     if key not in datasets:
       datasets[key] = load_dataset(vcfg.data)
-    runner = train.Runner(vcfg, datasets[key])
-    runner.trace()
-    out.append((name, runner))
+    out.append((name, vcfg, datasets[key]))
   return out
 
 
-def _progress(name: str, seed_index: int, seeds: int, log: Log, every: int = 10
+def make_groups(runs: list[tuple[str, train.Run]], mode: str) -> list[list[int]]:
+  """Indices of `runs` grouped into programs: runs that can share one vmapped program
+  when `sweep.should_vectorize` says so for them, else one run per program."""
+  groups = []
+  for group in sweep.vectorizable_groups([r.config for _, r in runs]):
+    if sweep.should_vectorize([runs[k][1].config for k in group], mode):
+      groups.append(group)
+    else:
+      groups += [[k] for k in group]
+  return sorted(groups)
+
+
+def _progress(name: str, seed: int, log: Log, every: int = 10
               ) -> Callable[[dict[str, float]], None]:
   def on_epoch(row):
     if row['epoch'] % every == 0:
       val = (f"val_acc {100 * row['val_accuracy']:6.2f}%  val_loss {row['val_loss']:.4f}"
              if 'val_accuracy' in row else '')
-      log(f"  [{name} seed {seed_index + 1}/{seeds}] epoch {row['epoch']:3d}  "
+      log(f"  [{name} seed {seed}] epoch {row['epoch']:3d}  "
           f"train_loss {row['train_loss']:.4f}  {val}  ({row['seconds']:.3f} s)")
   return on_epoch
 
@@ -163,31 +179,6 @@ def _stopped(guard: checkpointing.PreemptionGuard, workdir: str, where: str, log
   return checkpointing.Preempted(guard.signum, line)
 
 
-def _train_run(name: str, runner: train.Runner, index: int, workdir: str,
-               interval_s: float | None,
-               guard: checkpointing.PreemptionGuard, log: Log
-               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-  """Trains (or finishes) one (variant, seed) run; records it as finished."""
-  seed, seeds = runner.config.seed + index, runner.config.seeds
-  directory = checkpointing.run_dir(workdir, name, seed)
-  prefix = f'  [{name} seed {index + 1}/{seeds}] '
-  ckpt = (None if interval_s is None else checkpointing.RunCheckpoints(
-      directory, interval_s, log=lambda line: log(prefix + line)))
-  with ckpt or contextlib.nullcontext():
-    try:
-      record, rows, _ = runner.fit(seed, on_epoch=_progress(name, index, seeds, log),
-                                   checkpoints=ckpt, stop_requested=lambda: guard.requested)
-    except checkpointing.Interrupted as e:
-      kept = 'checkpointed' if ckpt else 'not checkpointed (checkpoints are off)'
-      raise _stopped(guard, workdir, f'in {name} seed {seed}, {kept} after '
-                     f'{e.epochs_done} epochs', log) from None
-    if ckpt:
-      ckpt.keep_only_latest()
-  record = {'variant': name, **record}
-  checkpointing.write_result(directory, record, rows)
-  return record, rows
-
-
 def _outcome(record: dict[str, Any]) -> str:
   if record['diverged']:
     return (f"DIVERGED at epoch {record.get('diverged_epoch')} (non-finite "
@@ -197,8 +188,12 @@ def _outcome(record: dict[str, Any]) -> str:
           f"({record['stop_reason']})")
 
 
-def _rebuild_metrics(path: str, runs: list[tuple[str, train.Runner, int]],
-                     finished: list[Any]) -> int:
+def _metrics_lines(name: str, record: dict[str, Any], rows: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+  return [{'variant': name, 'seed': record['seed'], **row} for row in rows]
+
+
+def _rebuild_metrics(path: str, names: list[str], finished: list[Any]) -> int:
   """Rewrites metrics.jsonl (atomically) from the finished runs that precede the first
   unfinished one, and returns how many runs that is.
 
@@ -206,44 +201,12 @@ def _rebuild_metrics(path: str, runs: list[tuple[str, train.Runner, int]],
   run that was cut short vanish, and appending the later runs in run order makes the
   file what an uninterrupted run writes, without duplicate or missing rows.
   """
-  prefix = next((k for k, f in enumerate(finished) if f is None), len(runs))
-  lines = [{'variant': runs[k][0], 'seed': record['seed'], **row}
-           for k, (record, rows) in enumerate(finished[:prefix]) for row in rows]
+  prefix = next((k for k, f in enumerate(finished) if f is None), len(finished))
+  lines = [line for k in range(prefix)
+           for line in _metrics_lines(names[k], *finished[k])]
   report.atomic_write_text(path, ''.join(
       json.dumps(report.to_jsonable(line), allow_nan=False) + '\n' for line in lines))
   return prefix
-
-
-def _train_vectorized(runs: list[tuple[str, train.Runner, int]], finished: list[Any],
-                      workdir: str, mode: str, guard: checkpointing.PreemptionGuard,
-                      log: Log) -> set[int]:
-  """Trains the unfinished runs that `sweep.should_vectorize` groups, one program a group.
-
-  Fills `finished[k]` for each run trained here, records it like any finished run, and
-  returns those indices k. Sweeps keep no checkpoints: an interrupted sweep starts over.
-  """
-  pending = [k for k, f in enumerate(finished) if f is None]
-  done = set()
-  for group in sweep.vectorizable_groups([runs[k][1].config for k in pending]):
-    ks = [pending[j] for j in group]
-    if not sweep.should_vectorize([runs[k][1].config for k in ks], mode):
-      continue
-    members = [(runs[k][1].config, runs[k][1].config.seed + runs[k][2]) for k in ks]
-    progress = [_progress(runs[k][0], runs[k][2], runs[k][1].config.seeds, log) for k in ks]
-    log(f'Training {len(ks)} runs as one vmapped program (train.vectorize={mode!r})')
-    try:
-      results = sweep.fit_many(members, runs[ks[0]][1].data,
-                               on_epoch=lambda j, row: progress[j](row),
-                               stop_requested=lambda: guard.requested)
-    except sweep.Interrupted as e:
-      raise _stopped(guard, workdir, f'in a sweep of {len(ks)} runs after {e.epochs_done} '
-                     'epochs (sweeps are not checkpointed)', log) from None
-    for k, (_, seed), (record, rows, _) in zip(ks, members, results):
-      record = {'variant': runs[k][0], **record}
-      checkpointing.write_result(checkpointing.run_dir(workdir, runs[k][0], seed), record, rows)
-      finished[k] = (record, rows)
-      done.add(k)
-  return done
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
@@ -255,10 +218,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
     config: a full config with `variants` (regjax/schema.py, configs/*.py).
     workdir: output folder: new, or one this same config wrote before (resumed).
     log: receives one progress line at a time (default: stderr).
-    checkpoint_every_s: least seconds of training between two checkpoints of a run
+    checkpoint_every_s: least seconds of training between two checkpoints of a program
       (regjax/checkpointing.py); 0 = after every epoch whose previous save has been
       written; None = no checkpoints (finished runs are still recorded and not rerun;
-      an unfinished one starts over). It does not change any result.
+      unfinished ones start over). It does not change any result.
   Returns:
     {'rows': summary rows (report.summarize), 'records': one per (variant, seed),
      'table': the text table, 'paths': the files written}.
@@ -271,43 +234,79 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
     raise ConfigError('checkpoint_every_s', checkpoint_every_s, 'must be >= 0 or None')
   with checkpointing.PreemptionGuard() as guard:
     jobs = plan(config)
+    # One run per (variant, replicate), in table order; replicate i uses seed + i.
+    runs = [(name, train.Run(vcfg, vcfg.seed + i, data))
+            for name, vcfg, data in jobs for i in range(vcfg.seeds)]
+    names = [name for name, _ in runs]
+    groups = [(g, train.RunGroup([runs[k][1] for k in g]))
+              for g in make_groups(runs, config.train.vectorize)]
+    for _, group in groups:
+      group.trace()  # A bad value in the last group fails now, not after the first.
     prepare_workdir(workdir, config)
     env = parallel.environment()
     log(f"Computing on {env['devices']} x {env['device_kind']} ({env['backend']}), JAX "
         f"{env['jax']}, matmul precision {env['matmul_precision'] or 'JAX default'}")
-    # One run per (variant, seed index), in table order.
-    runs = [(name, runner, i) for name, runner in jobs for i in range(runner.config.seeds)]
-    finished = [checkpointing.read_result(checkpointing.run_dir(
-        workdir, name, runner.config.seed + i)) for name, runner, i in runs]
+    log(f"{len(runs)} runs as {len(groups)} program{'s' if len(groups) != 1 else ''} "
+        f"(train.vectorize={config.train.vectorize!r}); each: "
+        f"{'; '.join(dict.fromkeys(group.describe_placement() for _, group in groups))}")
+    run_dirs = [workdir_lib.run_dir(workdir, name, r.seed) for name, r in runs]
+    finished = [workdir_lib.read_result(d) for d in run_dirs]
     metrics_path = os.path.join(workdir, report.METRICS_JSONL)
-    prefix = _rebuild_metrics(metrics_path, runs, finished)
-
-    records, history = [], []
+    written = _rebuild_metrics(metrics_path, names, finished)
     t_start = time.perf_counter()
-    vectorized = _train_vectorized(runs, finished, workdir, config.train.vectorize, guard, log)
-    trained, to_train = 0, finished.count(None)
+    to_train, trained = finished.count(None), 0
+
     with report.MetricsWriter(metrics_path) as metrics:
-      for k, (name, runner, i) in enumerate(runs):
-        seed = runner.config.seed + i
-        if finished[k] is not None:
-          record, rows = finished[k]
-          status = 'in the vmapped sweep' if k in vectorized else 'done earlier'
-        else:
-          if guard.requested:
-            raise _stopped(guard, workdir, f'before {name} seed {seed}', log)
-          record, rows = _train_run(name, runner, i, workdir, checkpoint_every_s, guard,
-                                    log)
+      def done(k: int, record: dict[str, Any], rows: list[dict[str, Any]],
+               variables: dict[str, Any] | None, status: str) -> None:
+        nonlocal written
+        record = {'variant': names[k], **record}
+        if variables is not None:
+          workdir_lib.save_variables(run_dirs[k], variables)
+        workdir_lib.write_result(run_dirs[k], record, rows)
+        finished[k] = (record, rows)
+        while written < len(runs) and finished[written] is not None:
+          metrics.write_all(_metrics_lines(names[written], *finished[written]))
+          written += 1
+        log(f'[{k + 1}/{len(runs)}] {names[k]} seed {runs[k][1].seed}: '
+            f'{_outcome(record)}; {status}')
+
+      for ks, group in groups:
+        if all(finished[k] is not None for k in ks):
+          for k in ks:
+            log(f'[{k + 1}/{len(runs)}] {names[k]} seed {runs[k][1].seed}: '
+                f'{_outcome(finished[k][0])}; done earlier')
+          continue
+        if guard.requested:
+          raise _stopped(guard, workdir, f'before {names[ks[0]]} seed {runs[ks[0]][1].seed}',
+                         log)
+        where = workdir_lib.checkpoint_dir(workdir, [(names[k], runs[k][1].seed) for k in ks])
+        label = (f'{names[ks[0]]} seed {runs[ks[0]][1].seed}' if len(ks) == 1
+                 else f'a program of {len(ks)} runs')
+        prefix = f'  [{label}] '
+        ckpt = (None if checkpoint_every_s is None else checkpointing.Checkpoints(
+            where, checkpoint_every_s, log=lambda line: log(prefix + line)))
+        progress = [_progress(names[k], runs[k][1].seed, log) for k in ks]
+
+        def on_done(j: int, result: Any) -> None:
+          nonlocal trained
           trained += 1
           elapsed = time.perf_counter() - t_start
-          status = (f'{elapsed:.0f} s elapsed, about '
-                    f'{elapsed / trained * (to_train - trained):.0f} s left')
-        rows = [{'variant': name, 'seed': seed, **row} for row in rows]
-        if k >= prefix:
-          metrics.write_all(rows)
-        records.append(record)
-        history.extend(rows)
-        log(f'[{k + 1}/{len(runs)}] {name} seed {seed}: {_outcome(record)}; {status}')
+          left = elapsed / trained * max(to_train - trained, 0)
+          done(ks[j], *result, f'{elapsed:.0f} s elapsed, about {left:.0f} s left')
 
+        with ckpt or contextlib.nullcontext():
+          try:
+            group.fit(on_epoch=lambda j, row: progress[j](row), on_done=on_done,
+                      checkpoints=ckpt, stop_requested=lambda: guard.requested)
+          except checkpointing.Interrupted as e:
+            kept = 'checkpointed' if ckpt else 'not checkpointed (checkpoints are off)'
+            raise _stopped(guard, workdir, f'in {label}, {kept} after {e.epochs_done} '
+                           'epochs', log) from None
+        workdir_lib.remove_checkpoints(workdir, where)
+
+  records = [f[0] for f in finished]
+  history = [line for k, f in enumerate(finished) for line in _metrics_lines(names[k], *f)]
   baseline = jobs[0][0]
   rows = report.summarize(records, baseline=baseline)
   table = report.format_table(rows, baseline=baseline)

@@ -8,16 +8,17 @@ member with `set_hyperparams`. Names in `opt_state.hyperparams`:
   learning_rate   always; the PEAK rate (the schedule multiplies it inside the chain).
   momentum        name == 'momentum'.
   b1, b2          name in ('adam', 'adamw').
-  grad_clip_norm, l1_subgradient, weight_decay, l1_prox, max_norm
-                  only when included (see `included_transforms`): when the config
-                  value is > 0, or when named in `include`.
+  each registered transform (grad_clip_norm, l1_subgradient, weight_decay,
+                  l1_prox, max_norm, ...) only when included (`included_transforms`):
+                  when the config value is > 0, or when named in `include`.
 
-A regularizing transform whose config value is 0 is left out of the chain (cheaper and
-bit-for-bit the plain optimizer). A sweep whose members mix 0 and > 0 passes
-`include=(name, ...)` (or `include=OPTIONAL_TRANSFORMS`) so that every member shares one
-compiled chain; each transform is an exact no-op at 0, also when the 0 is traced.
+The regularizing transforms are those registered in regjax/regularizers.py. One whose
+config value is 0 is left out of the chain (cheaper and bit-for-bit the plain optimizer).
+A sweep whose members mix 0 and > 0 passes `include=(name, ...)` so that every member
+shares one compiled chain; each transform is an exact no-op at 0, also when traced.
 """
 
+import inspect
 import math
 from typing import Any, Iterable
 
@@ -26,15 +27,11 @@ import jax.numpy as jnp
 import optax
 
 from regjax import masks
-from regjax import transforms
+from regjax import regularizers
 from regjax.errors import ConfigError
 
 OPTIMIZERS = ('sgd', 'momentum', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine')
-# Regularizing transforms that can be left out of the chain, in chain order.
-OPTIONAL_TRANSFORMS = ('grad_clip_norm', 'l1_subgradient', 'weight_decay', 'l1_prox',
-                       'max_norm')
-_NONNEGATIVE = ('learning_rate',) + OPTIONAL_TRANSFORMS
 _UNIT_INTERVAL = ('momentum', 'b1', 'b2')
 
 
@@ -58,11 +55,11 @@ def validate_optimizer_config(opt_config: Any) -> None:
   schedule = _field(opt_config, 'schedule')
   if schedule not in SCHEDULES:
     raise ConfigError('optimizer.schedule', schedule, f'one of {", ".join(SCHEDULES)}')
-  for key in _NONNEGATIVE:
-    value = _field(opt_config, key)
-    if not (_is_number(value) and value >= 0):
-      raise ConfigError(f'optimizer.{key}', value, 'a finite number >= 0 (0 = off)'
-                        if key != 'learning_rate' else 'a finite number >= 0')
+  lr = _field(opt_config, 'learning_rate')
+  if not (_is_number(lr) and lr >= 0):
+    raise ConfigError('optimizer.learning_rate', lr, 'a finite number >= 0')
+  for entry in regularizers.transform_list():
+    regularizers.strength({'optimizer': opt_config}, entry)
   for key in _UNIT_INTERVAL:
     value = _field(opt_config, key)
     if not (_is_number(value) and 0 <= value < 1):
@@ -71,13 +68,13 @@ def validate_optimizer_config(opt_config: Any) -> None:
 
 
 def included_transforms(opt_config: Any, include: Iterable[str] = ()) -> tuple[str, ...]:
-  """Returns the OPTIONAL_TRANSFORMS in the chain: value > 0 or named in `include`."""
+  """The registered transforms in the chain, in chain order: value > 0 or in `include`."""
   include = (include,) if isinstance(include, str) else tuple(include)
+  names = regularizers.transform_names()
   for key in include:
-    if key not in OPTIONAL_TRANSFORMS:
-      raise ConfigError('include', key, f'names from {", ".join(OPTIONAL_TRANSFORMS)}')
-  return tuple(k for k in OPTIONAL_TRANSFORMS
-               if k in include or _field(opt_config, k) > 0)
+    if key not in names:
+      raise ConfigError('include', key, f'names from {", ".join(names)}')
+  return tuple(k for k in names if k in include or _field(opt_config, k) > 0)
 
 
 def hyperparam_names(opt_config: Any, include: Iterable[str] = ()) -> tuple[str, ...]:
@@ -91,30 +88,31 @@ def make_optimizer(opt_config: Any, total_steps: int,
                    include: Iterable[str] = ()) -> optax.GradientTransformation:
   """Returns the optimizer for `config.optimizer` (an optax.inject_hyperparams chain).
 
-  Chain order, each step only if included:
-    1. clip_global_norm(grad_clip_norm): clips the raw loss gradient, so the clip acts on
-       data gradients in gradient units and does not shrink the L1 term added next.
-    2. l1_subgradient: + lambda * sign(w), exactly as if lambda*||w||_1 were in the loss,
-       so it goes through momentum / Adam statistics like the loss gradient.
-    3. base scaling: identity (sgd) | optax.trace(momentum) | optax.scale_by_adam(b1, b2).
-    4. add_decayed_weights(weight_decay): decoupled (Loshchilov & Hutter 2019): added
-       after momentum/Adam so it neither accumulates in momentum nor is rescaled by
-       Adam's second moment; with zero gradient each step multiplies masked weights by
-       exactly (1 - lr * weight_decay). 'adamw' is this chain with adam; it equals
-       optax.adamw (whose decay is also lr * weight_decay). 'adam' with weight_decay > 0
-       is therefore also decoupled; coupled L2 is `config.penalty.l2`.
-    5. scale_by_learning_rate(lr_t), lr_t = learning_rate * schedule(step).
-    6. l1_proximal(lr_t * l1_prox): the prox step needs the final step size, so it comes
-       after the learning rate; with sgd it is ISTA (exact zeros). With momentum/Adam it
-       is the same soft-threshold (not the preconditioned prox).
-    7. max_norm: a projection on the final weights, so it comes last (Srivastava 2014).
-  Steps 2, 4, 6, 7 touch only leaves matching the `optimizer.mask` regex.
+  Chain, each regularizer only if included (regjax/regularizers.py, in its stage order):
+    1. 'gradient' transforms on the raw loss gradient: clip_global_norm(grad_clip_norm)
+       first, so the clip acts on data gradients and does not shrink the L1 term added
+       next; l1_subgradient (+ lambda * sign(w), as if lambda*||w||_1 were in the loss, so
+       it goes through momentum / Adam statistics like the loss gradient).
+    2. base scaling: identity (sgd) | optax.trace(momentum) | optax.scale_by_adam(b1, b2).
+    3. 'update' transforms: add_decayed_weights(weight_decay), decoupled (Loshchilov &
+       Hutter 2019): after momentum/Adam so it neither accumulates in momentum nor is
+       rescaled by Adam's second moment; with zero gradient each step multiplies masked
+       weights by exactly (1 - lr * weight_decay). 'adamw' is this chain with adam; it
+       equals optax.adamw. 'adam' with weight_decay > 0 is therefore also decoupled;
+       coupled L2 is `config.penalty.l2`.
+    4. scale_by_learning_rate(lr_t), lr_t = learning_rate * schedule(step).
+    5. 'step' transforms on the final step: l1_proximal(lr_t * l1_prox) (with sgd it is
+       ISTA, exact zeros; with momentum/Adam the same soft-threshold, not the
+       preconditioned prox), then max_norm, a projection on the final weights
+       (Srivastava 2014).
+  Regularizers touch only leaves matching the `optimizer.mask` regex.
 
   Args:
     opt_config: `config.optimizer` (see regjax/schema.py), or a dict with its fields.
     total_steps: optimizer steps in the whole run (>= 1 for the cosine schedule, which
       decays the rate from learning_rate to 0 over them).
-    include: names from OPTIONAL_TRANSFORMS to keep in the chain even at value 0.
+    include: registered transform names to keep in the chain even at value 0 (a sweep
+      whose members mix 0 and > 0 shares one chain; each is an exact no-op at 0).
 
   Raises:
     ConfigError: on a bad config field, total_steps or include name.
@@ -130,36 +128,34 @@ def make_optimizer(opt_config: Any, total_steps: int,
   mask_fn = masks.regex_mask_fn(_field(opt_config, 'mask'), 'optimizer.mask')
   included = included_transforms(opt_config, include)
 
-  # inject_hyperparams turns each numeric argument into a state array and passes None
-  # arguments through as static, so None means "this transform is not in the chain".
-  def chain(learning_rate, momentum=None, b1=None, b2=None, grad_clip_norm=None,
-            l1_subgradient=None, weight_decay=None, l1_prox=None, max_norm=None):
+  # inject_hyperparams turns each numeric argument into a state array; `chain` takes the
+  # included transforms' strengths by name (its signature is set below, since
+  # inject_hyperparams binds arguments by signature).
+  def chain(learning_rate, momentum=None, b1=None, b2=None, **strengths):
     if lr_factor is None:
       lr_t = learning_rate
     else:
       lr_t = lambda count: learning_rate * lr_factor(count)
-    parts = []
-    if grad_clip_norm is not None:
-      parts.append(transforms.clip_global_norm(grad_clip_norm))
-    if l1_subgradient is not None:
-      parts.append(transforms.l1_subgradient(l1_subgradient, mask_fn))
+    ctx = regularizers.TransformContext(mask=mask_fn, learning_rate=lr_t)
+
+    def stage(name):
+      return [t.make(strengths[t.name], ctx) for t in regularizers.transform_list(name)
+              if t.name in strengths]
+
+    parts = stage('gradient')
     if name == 'momentum':
       parts.append(optax.trace(decay=momentum, nesterov=False))
     elif name in ('adam', 'adamw'):
       parts.append(optax.scale_by_adam(b1=b1, b2=b2))
-    if weight_decay is not None:
-      parts.append(optax.add_decayed_weights(weight_decay, mask_fn))
+    parts += stage('update')
     parts.append(optax.scale_by_learning_rate(lr_t))
-    if l1_prox is not None:
-      threshold = (lr_t * l1_prox if lr_factor is None
-                   else lambda count: lr_t(count) * l1_prox)
-      parts.append(transforms.l1_proximal(threshold, mask_fn))
-    if max_norm is not None:
-      parts.append(transforms.max_norm(max_norm, mask_fn))
+    parts += stage('step')
     return optax.chain(*parts)
 
-  hparams = {k: float(_field(opt_config, k))
-             for k in hyperparam_names(opt_config, included)}
+  names = hyperparam_names(opt_config, included)
+  chain.__signature__ = inspect.Signature(
+      [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
+  hparams = {k: float(_field(opt_config, k)) for k in names}
   return optax.inject_hyperparams(chain)(**hparams)
 
 

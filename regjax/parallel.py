@@ -1,94 +1,125 @@
-"""Scale-out helpers: data-parallel epochs over a device mesh, multi-host start-up, the
-persistent compilation cache, and a description of where a process computes.
+"""Scale-out: placing a program's runs and batches on a device mesh, multi-host start-up,
+the persistent compilation cache, and a description of where a process computes.
 
-Data parallel with `jax.sharding` (no pmap): a 1-D `Mesh` whose one axis, 'batch',
-spans the devices. Each training batch is laid out `NamedSharding(mesh, P('batch'))`, so
-every device holds batch_size / n_devices examples; parameters, optimizer state and the
-dataset are replicated. Under `jax.jit` the program keeps its single-device meaning: the
-loss mean, hence the gradient, and BatchNorm's batch mean and variance are reductions over
-the GLOBAL batch, which XLA's SPMD partitioner turns into local sums plus an all-reduce.
-So a sharded epoch computes the same numbers as `Trainer.train_epoch` on one device (up
-to float summation order), and every device ends with the same parameters.
-
-Multi-host (TPU pods, SLURM, Open MPI): call `maybe_initialize_distributed()` first thing
-in the process, before any other JAX call; `jax.devices()` then lists every host's
-devices and the same `batch_mesh()` spans them all.
+A program of P runs (lanes) is placed on a 2-D `jax.sharding.Mesh` with axes
+('members', 'data') over all devices, across hosts after `jax.distributed.initialize`:
+runs are split over the 'members' axis (each device holds P / members of them), and when
+there are fewer runs than devices each run's batch is split over the 'data' axis. Data
+parallel keeps the program's one-device meaning under `jax.jit`: the loss mean, hence the
+gradient, and BatchNorm's batch mean and variance are reductions over the GLOBAL batch,
+which XLA's SPMD partitioner turns into local sums plus an all-reduce. The inputs are
+replicated. With one device nothing is placed: the program is a plain `jax.jit`.
 """
 
+import dataclasses
 from importlib import metadata
+import math
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
-import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
-from regjax.errors import ConfigError
-from regjax.train import Trainer, TrainState
-
-BATCH_AXIS = 'batch'
+MEMBERS_AXIS, DATA_AXIS = 'members', 'data'
 
 
-def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh with axis 'batch' over `devices` (default: all, across hosts)."""
-  devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), (BATCH_AXIS,))
+def _divisors(n: int) -> list[int]:
+  return [k for k in range(1, n + 1) if n % k == 0]
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading axis split over the mesh's 'batch' axis: (B, ...) -> (B / n, ...) each."""
-  return NamedSharding(mesh, P(BATCH_AXIS))
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """How a program's lanes and batches sit on the devices.
 
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  """A full copy on every device of the mesh."""
-  return NamedSharding(mesh, P())
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Places every leaf of `tree` (arrays, train state, dataset) on all mesh devices."""
-  return jax.device_put(tree, replicated(mesh))
-
-
-def make_sharded_train_epoch(trainer: Trainer, mesh: Mesh) -> Callable[..., Any]:
-  """`trainer.train_epoch` with each batch split over the mesh (data parallel).
-
-  Returns a jitted epoch(state, x, y, hparams, shuffle_key, dropout_key, epoch) ->
-  (state, metrics) with the contract of `Trainer.train_epoch`: x (N, ...), y (N,) the
-  whole training set (replicated; see `replicate`), the same shuffled order and dropout
-  keys, so the result equals the one-device epoch within float tolerance. The state
-  comes back replicated.
-
-  Raises:
-    ConfigError: if train.batch_size is not a multiple of the mesh's device count.
+  size: lanes of the program (runs plus padding), a multiple of `members`.
+  members, data: the mesh's axis sizes; members * data devices are used.
+  mesh: the ('members', 'data') Mesh, or None on a single device.
   """
-  n_dev = mesh.devices.size
-  bs = trainer.batch_size
-  if bs % n_dev:
-    raise ConfigError('train.batch_size', bs,
-                      f'a multiple of the {n_dev} devices of the batch mesh')
-  split, rep = batch_sharding(mesh), replicated(mesh)
+  size: int
+  members: int
+  data: int
+  mesh: Mesh | None
 
-  def epoch_fn(state: TrainState, x, y, hparams, shuffle_key, dropout_key, epoch):
-    # The batch order of Trainer.train_epoch, restated here because the gathered batch
-    # has to be laid out over the mesh between the gather and the step; the tests pin
-    # that both give the same epoch.
-    n = x.shape[0]
-    steps = n // bs
-    order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-    batches = order[:steps * bs].reshape(steps, bs)
+  @property
+  def devices(self) -> int:
+    """Devices in use."""
+    return self.members * self.data
 
-    def body(state, idx):
-      xb = jax.lax.with_sharding_constraint(x[idx], split)
-      yb = jax.lax.with_sharding_constraint(y[idx], split)
-      return trainer.train_step(state, xb, yb, hparams, dropout_key)
+  def lanes_sharding(self) -> NamedSharding | None:
+    """Leading (lane) axis over 'members'; None on one device."""
+    return None if self.mesh is None else NamedSharding(self.mesh, P(MEMBERS_AXIS))
 
-    state, step_metrics = jax.lax.scan(body, state, batches)
-    return state, jax.tree.map(jnp.mean, step_metrics)
+  def replicated(self) -> NamedSharding | None:
+    """A full copy on every device of the mesh; None on one device."""
+    return None if self.mesh is None else NamedSharding(self.mesh, P())
 
-  return jax.jit(epoch_fn, in_shardings=rep, out_shardings=rep)
+  def batch_sharding(self) -> NamedSharding | None:
+    """A run's batch axis over 'data' (inside a run: under vmap the lane axis is added);
+    None when batches are not split."""
+    if self.mesh is None or self.data == 1:
+      return None
+    return NamedSharding(self.mesh, P(DATA_AXIS))
+
+  def describe(self, runs: int, total_devices: int) -> str:
+    """E.g. '12 runs over 8 devices (members axis 4 x data axis 2)'."""
+    text = (f'{runs} run{"s" if runs != 1 else ""} over {self.devices} '
+            f'device{"s" if self.devices != 1 else ""} (members axis {self.members} x data '
+            f'axis {self.data})')
+    if self.size > runs:
+      text += f', {self.size - runs} idle lane{"s" if self.size - runs != 1 else ""}'
+    if total_devices > self.devices:
+      text += (f'; {total_devices - self.devices} of {total_devices} devices idle (the '
+               'batch size does not split further)')
+    return text
+
+
+def placement(runs: int, batch_size: int,
+              devices: Sequence[jax.Device] | None = None) -> Placement:
+  """Places a program of `runs` lanes over `devices` (default: all, across hosts).
+
+  The members axis is the largest divisor of the device count that is <= runs (lanes
+  are padded to a multiple of it); the rest of the devices split each batch, as far as
+  `batch_size` divides evenly (devices that cannot be used stay idle).
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  n = len(devices)
+  if n == 1:
+    return Placement(size=runs, members=1, data=1, mesh=None)
+  members = max(k for k in _divisors(n) if k <= max(runs, 1))
+  data = max(k for k in _divisors(n // members) if batch_size % k == 0)
+  size = math.ceil(runs / members) * members
+  mesh = Mesh(np.asarray(devices[:members * data]).reshape(members, data),
+              (MEMBERS_AXIS, DATA_AXIS))
+  return Placement(size=size, members=members, data=data, mesh=mesh)
+
+
+def put(tree: Any, sharding: NamedSharding | None) -> Any:
+  """Places numpy or device arrays with `sharding` (None: JAX's default device).
+
+  Works across hosts: every process passes the same full values and keeps its shards.
+  """
+  if sharding is None:
+    return jax.device_put(tree)
+  def one(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      x = np.asarray(x)
+    else:
+      return jax.device_put(x, sharding)  # Already global: reshard.
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(one, tree)
+
+
+def to_host(tree: Any) -> Any:
+  """numpy copies of a tree of device arrays, also of arrays spread over several hosts
+  (every process must call it at the same point: it gathers across processes)."""
+  def fully_addressable(x):
+    return not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated
+  if all(fully_addressable(x) for x in jax.tree.leaves(tree)):
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 # Environment variables that mean "this process is one of several" to

@@ -105,6 +105,12 @@ def atomic_write_text(path: str, text: str) -> None:
     f.write(text)
 
 
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` atomically; the parent folder is created if missing."""
+  with _atomic_open(path, 'wb') as f:
+    f.write(data)
+
+
 def to_jsonable(obj: Any) -> Any:
   """Returns `obj` with NaN/inf -> None, numpy scalars/arrays -> Python, tuples -> lists.
 

@@ -5,6 +5,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from regjax import regularizers
 from regjax.errors import ConfigError
 
 
@@ -38,8 +39,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.kernel_init_scale = 1.0  # Multiplies the default (lecun normal) kernel init.
 
   c.penalty = ml_collections.ConfigDict()  # Coupled: terms added to the loss.
-  c.penalty.l1 = 0.0    # l1 * sum |w|.
-  c.penalty.l2 = 0.0    # (l2 / 2) * sum w^2  (Keras l2(k) == l2 = 2k here).
+  # One field per registered penalty (l1, l2, ...; regjax/regularizers.py), default 0.
+  for entry in regularizers.penalty_list():
+    c.penalty[entry.name] = 0.0
   c.penalty.mask = r'kernel$'  # Regex on 'Module_0/kernel'-style paths; matches are penalized.
 
   c.optimizer = ml_collections.ConfigDict()
@@ -49,11 +51,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9        # momentum only (and nesterov=False).
   c.optimizer.b1 = 0.9              # adam/adamw.
   c.optimizer.b2 = 0.999            # adam/adamw.
-  c.optimizer.weight_decay = 0.0    # Decoupled: w -= lr * weight_decay * w each step.
-  c.optimizer.l1_prox = 0.0         # Proximal L1: soft-threshold by lr * l1_prox (exact zeros).
-  c.optimizer.l1_subgradient = 0.0  # L1 subgradient l1 * sign(w) added to the gradient.
-  c.optimizer.max_norm = 0.0        # Per-unit max-norm c on incoming weights; 0 = off.
-  c.optimizer.grad_clip_norm = 0.0  # Clip the global gradient norm; 0 = off.
+  # One field per registered transform (grad_clip_norm, l1_subgradient, weight_decay,
+  # l1_prox, max_norm, ...; regjax/regularizers.py), default 0 = left out of the chain.
+  for entry in regularizers.transform_list():
+    c.optimizer[entry.name] = 0.0
   c.optimizer.mask = r'kernel$'     # Regex: which parameters decay / L1 / max-norm touch.
 
   c.early_stopping = ml_collections.ConfigDict()

@@ -1,461 +1,518 @@
-"""Training: a train state, pure train/eval steps, one `lax.scan` per epoch, and `fit`.
+"""Running the one program: a run, or K runs as one vmapped program, to the end.
 
-Design for sweeps: everything a sweep varies numerically enters as an array. Penalty
-strengths travel in `hparams = {'l1': f32[], 'l2': f32[]}` (an argument of every step);
-optimizer strengths (learning rate, weight decay, L1-proximal, max-norm) live in the
-optimizer state through `optax.inject_hyperparams` (see regjax/optimizers.py). So the
-whole run can later be `jax.vmap`-ed over seeds and strengths without recompiling.
-A penalty that no run of a program uses (strength 0 everywhere) is left out of it
-(`Trainer.penalty_terms`), which changes results only by float rounding.
+`fit(config, data, seed)` trains one run; `RunGroup(runs).fit()` trains K runs (configs
+that differ only in array-valued fields, regjax/sweep.py) as one program: K = 1 calls
+`Program.epoch` (regjax/program.py) directly, K > 1 under `jax.vmap`. Both give a run's
+record, history and reported weights in the same format, and a vmapped run equals the
+separate run up to float rounding.
 
-Randomness: one `jax.random.key(seed)` split into three roles: `init` (parameters),
-`shuffle` (epoch e's order is `permutation(fold_in(shuffle, e))`) and `dropout` (step t's
-masks use `fold_in(dropout, t)`), so a run is reproducible and needs no RNG state.
-Hence a checkpoint of the states after epoch k (regjax/checkpointing.py) is all that
-`Runner.fit` needs to resume and end bit for bit as if never interrupted.
+What the driver adds around the program:
+  * Early stopping per run: a run that has stopped is frozen (its lane computes but
+    keeps its state), is evaluated at once on its restored best weights -- the only time
+    it sees the test set -- and is reported through `on_done`.
+  * Compaction: once at most half of a program's lanes hold running runs, the running
+    ones move into a program of the next power-of-two size (compiled once per size), so
+    stopped runs stop costing compute.
+  * Placement: lanes over the devices' 'members' axis, batches over the 'data' axis when
+    there are fewer runs than devices (regjax/parallel.py), across hosts too.
+  * Checkpoints and resume (regjax/checkpointing.py): the group's state, its lane layout
+    and the finished runs' records, so that a group killed at any moment and resumed
+    ends exactly as an uninterrupted one; a stop request checkpoints and raises
+    `checkpointing.Interrupted`.
 """
 
 import dataclasses
-import math
+import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from regjax import checkpointing
-from regjax import masks
-from regjax import penalties
+from regjax import parallel
+from regjax import program as program_lib
+from regjax import sweep
+from regjax import trainer as trainer_lib
 from regjax.data import Dataset
-from regjax import early_stopping
-from regjax.early_stopping import EarlyStopping
 from regjax.errors import ConfigError
-from regjax.models import make_model
-from regjax.optimizers import make_optimizer
+from regjax.program import EvalSet, Program, RunState
 
-Metrics = dict[str, jax.Array]
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything that changes during training (a pytree).
-
-  step: int32 scalar, optimizer steps taken. params / batch_stats: the Linen variable
-  collections (`batch_stats` is {} without BatchNorm). opt_state: the optax state.
-  """
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
+Result = tuple[dict[str, Any], list[dict[str, float]], dict[str, Any] | None]
+_MAX_SEED = 2**31 - 1  # Seeds enter the program as int32.
+# Compiled epoch and evaluation programs by `RunGroup._program_key`, for this process.
+_COMPILED: dict[str, Any] = {}
+_EVAL_CHUNKS: dict[str, Any] = {}
 
 
-def penalty_hparams(penalty_config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Validated coupled-penalty strengths as float32 scalars: {'l1': .., 'l2': ..}."""
-  out = {}
-  for name in ('l1', 'l2'):
-    value = penalty_config[name]
-    if not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
-      raise ConfigError(f'penalty.{name}', value, 'a penalty strength must be finite and >= 0')
-    out[name] = jnp.float32(value)
-  return out
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run: a full config, its seed and its data split."""
+  config: ml_collections.ConfigDict
+  seed: int
+  data: Dataset
 
 
-PENALTY_TERMS = ('l1', 'l2')
+def _check_runs(runs: Sequence[Run]) -> None:
+  if not runs:
+    raise ConfigError('runs', [], 'at least one run')
+  for run in runs:
+    if not isinstance(run.seed, int) or isinstance(run.seed, bool) or not (
+        0 <= run.seed <= _MAX_SEED):
+      raise ConfigError('seed', run.seed, f'must be an integer in [0, {_MAX_SEED}]')
+  sweep.check_same_program([r.config for r in runs])
+  first = runs[0].data
+  for run in runs[1:]:
+    d = run.data
+    if not first.same_source(d) or (d.num_train, d.num_val) != (first.num_train,
+                                                                 first.num_val):
+      raise ConfigError('data', d.name, 'runs of one program need splits of one loaded '
+                        'source with equal training and validation sizes')
 
 
-def active_penalties(*penalty_configs: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The PENALTY_TERMS whose strength is > 0 in any of the given `config.penalty`s."""
-  return tuple(k for k in PENALTY_TERMS
-               if any(penalty_hparams(c)[k] > 0 for c in penalty_configs))
+def _varying(values: Sequence[Any]) -> bool:
+  """Whether per-run arrays differ (then they are stacked per lane) or are one array."""
+  first = values[0]
+  return any(v is not first and not np.array_equal(v, first) for v in values[1:])
 
 
-def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  return jnp.mean(jnp.argmax(logits, -1) == labels)
+def _tree_stack(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Trainer:
-  """The static half of a run: model, optimizer and masks. Its methods are pure.
+def _next_power_of_two(n: int) -> int:
+  return 1 << max(n - 1, 0).bit_length()
+
+
+class RunGroup:
+  """K runs that differ only in array-valued fields, trained as one program.
 
   Attributes:
-    model: a Linen module called as `model.apply(vars, x, train=...)`.
-    tx: the optax transformation.
-    penalty_mask: regex on parameter paths that the coupled penalty and the weight
-      diagnostics (norms, zero fraction) cover.
-    batch_size: training batch size (the epoch's remainder is dropped).
-    eval_batch_size: evaluation batch size (memory only; results do not depend on it).
-    penalty_terms: which coupled penalties ('l1', 'l2') are in the loss. A term left out
-      is not computed at all: at strength 0 it only added exact zeros to the loss and
-      its gradient, yet cost ~20% of a batch-32 MLP step on a CPU (measured). Keep a term
-      in whenever its strength may be > 0 in `hparams`, as a sweep's strengths are.
-  """
-  model: nn.Module
-  tx: optax.GradientTransformation
-  penalty_mask: str = r'kernel$'
-  batch_size: int = 32
-  eval_batch_size: int = 1024
-  penalty_terms: tuple[str, ...] = PENALTY_TERMS
-
-  def init(self, key: jax.Array, sample_x: jax.Array) -> TrainState:
-    """Initializes params / batch_stats from one input example batch (1, ...)."""
-    variables = self.model.init(key, sample_x, train=False)
-    params = variables['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}),
-                      opt_state=self.tx.init(params))
-
-  def _mask(self, params):
-    return masks.regex_mask(params, self.penalty_mask, field='penalty.mask')
-
-  def weight_stats(self, params) -> Metrics:
-    """{'weight_l1', 'weight_l2' (Euclidean norm), 'zero_fraction'} over masked weights."""
-    norms = penalties.weight_norms(params, self._mask(params))
-    return {'weight_l1': norms['l1'], 'weight_l2': norms['l2'],
-            'zero_fraction': norms['zero_fraction']}
-
-  def penalty(self, params, hparams: dict[str, jax.Array]) -> jax.Array:
-    """The coupled penalty of `params` (f32 scalar): the sum over `penalty_terms` of
-    hparams[term] * that term (l1: sum |w|; l2: 0.5 * sum w^2) on the masked weights."""
-    total = jnp.zeros((), jnp.float32)
-    if 'l1' in self.penalty_terms:
-      total = total + hparams['l1'] * penalties.l1_penalty(params, self._mask(params))
-    if 'l2' in self.penalty_terms:
-      total = total + hparams['l2'] * penalties.l2_penalty(params, self._mask(params))
-    return total
-
-  def train_step(self, state: TrainState, x: jax.Array, y: jax.Array,
-                 hparams: dict[str, jax.Array], dropout_key: jax.Array
-                 ) -> tuple[TrainState, Metrics]:
-    """One optimizer step on a batch x (B, ...), y (B,) int32.
-
-    The dropout key of this step is `fold_in(dropout_key, state.step)`. Returns the new
-    state and {'train_loss' (data loss only), 'train_penalty', 'train_accuracy'}.
-    """
-    step_key = jax.random.fold_in(dropout_key, state.step)
-
-    def loss_fn(params):
-      logits, updates = self.model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, x, train=True,
-          rngs={'dropout': step_key}, mutable=['batch_stats'])
-      data_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      penalty = self.penalty(params, hparams)
-      return data_loss + penalty, (data_loss, penalty, logits, updates)
-
-    grads, (data_loss, penalty, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
-    opt_updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, opt_updates)
-    new_state = TrainState(step=state.step + 1, params=params,
-                           batch_stats=updates.get('batch_stats', state.batch_stats),
-                           opt_state=opt_state)
-    return new_state, {'train_loss': data_loss, 'train_penalty': penalty,
-                       'train_accuracy': _accuracy(logits, y)}
-
-  def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array,
-                  hparams: dict[str, jax.Array], shuffle_key: jax.Array,
-                  dropout_key: jax.Array, epoch: jax.Array) -> tuple[TrainState, Metrics]:
-    """One epoch as one `lax.scan` over shuffled index batches (one dispatch per epoch).
-
-    x: (N, ...) and y: (N,) stay on the device; the order is
-    `permutation(fold_in(shuffle_key, epoch), N)`, cut into N // batch_size batches.
-    Returns the new state and the epoch's mean of each step metric.
-    """
-    n = x.shape[0]
-    steps = n // self.batch_size
-    order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-    batches = order[:steps * self.batch_size].reshape(steps, self.batch_size)
-
-    def body(state, idx):
-      return self.train_step(state, x[idx], y[idx], hparams, dropout_key)
-
-    state, step_metrics = jax.lax.scan(body, state, batches)
-    return state, jax.tree.map(jnp.mean, step_metrics)
-
-  def evaluate(self, params, batch_stats, x: jax.Array, y: jax.Array) -> Metrics:
-    """Inference-mode {'loss', 'accuracy'} over all of x (N, ...), y (N,), in batches.
-
-    The tail is padded and masked out, so every example counts exactly once.
-    """
-    n = x.shape[0]
-    bs = min(self.eval_batch_size, n)
-    nb = -(-n // bs)
-    pad = nb * bs - n
-    xp = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((nb, bs) + x.shape[1:])
-    yp = jnp.pad(y, (0, pad)).reshape(nb, bs)
-    valid = (jnp.arange(nb * bs) < n).reshape(nb, bs)
-    variables = {'params': params, 'batch_stats': batch_stats}
-
-    def body(totals, batch):
-      xb, yb, vb = batch
-      logits = self.model.apply(variables, xb, train=False)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-      correct = jnp.argmax(logits, -1) == yb
-      return (totals[0] + jnp.sum(loss * vb), totals[1] + jnp.sum(correct * vb)), None
-
-    (loss_sum, correct_sum), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)),
-                                              (xp, yp, valid))
-    return {'loss': loss_sum / n, 'accuracy': correct_sum / n}
-
-  def eval_sums(self, params, batch_stats, x: jax.Array, y: jax.Array,
-                valid: jax.Array) -> jax.Array:
-    """[sum of loss, number correct] over the examples of x (B, ...) where `valid` (B,)."""
-    logits = self.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                              train=False)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    correct = jnp.argmax(logits, -1) == y
-    return jnp.stack([jnp.sum(loss * valid), jnp.sum(correct * valid)])
-
-
-def make_trainer(config: ml_collections.ConfigDict, num_classes: int,
-                 num_train: int, penalty_terms: tuple[str, ...] = PENALTY_TERMS) -> Trainer:
-  """Builds the `Trainer` of `config` for a training set of `num_train` examples.
-
-  penalty_terms: the coupled penalties in the loss (see `Trainer`); the default keeps
-  both, for callers that pass strengths other than the config's at run time. A caller
-  whose strengths are fixed by the config passes `active_penalties(config.penalty)`.
-  """
-  for term in penalty_terms:
-    if term not in PENALTY_TERMS:
-      raise ConfigError('penalty_terms', term, f'names from {", ".join(PENALTY_TERMS)}')
-  bs, ebs, epochs = config.train.batch_size, config.train.eval_batch_size, config.train.epochs
-  if not isinstance(epochs, int) or epochs < 1:
-    raise ConfigError('train.epochs', epochs, 'must be an integer >= 1')
-  if not isinstance(bs, int) or not 1 <= bs <= num_train:
-    raise ConfigError('train.batch_size', bs,
-                      f'must be an integer in [1, {num_train}] (the training set size)')
-  if not isinstance(ebs, int) or ebs < 1:
-    raise ConfigError('train.eval_batch_size', ebs, 'must be an integer >= 1')
-  model = make_model(config.model, num_classes)
-  tx = make_optimizer(config.optimizer, total_steps=(num_train // bs) * epochs)
-  return Trainer(model=model, tx=tx, penalty_mask=config.penalty.mask,
-                 batch_size=bs, eval_batch_size=ebs, penalty_terms=tuple(penalty_terms))
-
-
-STOP_PATIENCE, STOP_MAX_EPOCHS, STOP_NON_FINITE = 'patience', 'max_epochs', 'non_finite'
-
-
-def _stop_after(row: dict[str, float], es_state: early_stopping.EarlyStoppingState,
-                monitor: str) -> dict[str, Any] | None:
-  """Why training stops after the epoch of `row`, or None if it goes on.
-
-  A dict {'reason', 'diverged', 'diverged_epoch', 'diverged_metric'}: a non-finite
-  training loss, or early stopping's non-finite monitored value, is a divergence.
-  """
-  if not math.isfinite(row['train_loss']):
-    return {'reason': STOP_NON_FINITE, 'diverged': True, 'diverged_epoch': row['epoch'],
-            'diverged_metric': 'train_loss'}
-  if bool(es_state.stopped):
-    reason = early_stopping.reason_name(int(es_state.reason))
-    diverged = reason == STOP_NON_FINITE
-    return {'reason': reason, 'diverged': diverged,
-            'diverged_epoch': int(es_state.stop_epoch) if diverged else None,
-            'diverged_metric': monitor if diverged else None}
-  return None
-
-
-_RAN_OUT = {'reason': STOP_MAX_EPOCHS, 'diverged': False, 'diverged_epoch': None,
-            'diverged_metric': None}
-
-
-class Runner:
-  """Trains one config on one dataset for any number of seeds, compiling once.
-
-  Seeds only change keys, which are arguments of the compiled epoch, so every seed of a
-  variant reuses one compiled program (`compile_seconds` is that one compilation,
-  tracing included).
+    runs: the K runs. program: their shared `program.Program`.
+    compile_seconds: wall seconds spent compiling epoch programs (all sizes).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, data: Dataset):
-    """Validates `config` against `data` and builds (but does not yet compile) the run."""
-    if len(data.x_val) == 0 and config.early_stopping.enabled:
-      raise ConfigError('data.validation_fraction', config.data.validation_fraction,
-                        'early stopping needs a validation split: use a fraction > 0 or '
-                        'set early_stopping.enabled=False')
-    self.config, self.data = config, data
-    self.hparams = penalty_hparams(config.penalty)
-    # Strengths are fixed per Runner, so a penalty at 0 is left out of the program.
-    self.trainer = make_trainer(config, data.num_classes, len(data.x_train),
-                                active_penalties(config.penalty))
-    self.stopper = EarlyStopping.from_config(config.early_stopping)
-    self._epoch_lowered = None
-    self._epoch_compiled = None
-    self._lower_seconds = 0.0
-    self.compile_seconds = 0.0
-    self._device = {name: jax.device_put(getattr(data, name)) for name in
-                    ('x_train', 'y_train', 'x_val', 'y_val')}
-
-  def _init(self, seed: int):
-    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
-    state = self.trainer.init(init_key, self._device['x_train'][:1])
-    return state, self.stopper.init(state.params, state.batch_stats), (shuffle_key, dropout_key)
-
-  def _epoch(self, state, es_state, keys, epoch, d):
-    # The data arrays `d` are arguments, not constants closed over: XLA would otherwise
-    # fold (and pad) whole datasets into the program, slowing compilation and doubling
-    # memory.
-    trainer = self.trainer
-    state, train_metrics = trainer.train_epoch(state, d['x_train'], d['y_train'],
-                                               self.hparams, keys[0], keys[1], epoch)
-    metrics = dict(train_metrics, **trainer.weight_stats(state.params))
-    if len(self.data.x_val):
-      val = trainer.evaluate(state.params, state.batch_stats, d['x_val'], d['y_val'])
-      metrics.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
-    es_state = self.stopper.update(es_state, metrics, state.params, state.batch_stats)
-    return state, es_state, metrics
-
-  def _lowered(self, state, es_state, keys):
-    if self._epoch_lowered is None:
-      t0 = time.perf_counter()
-      self._epoch_lowered = jax.jit(self._epoch).lower(state, es_state, keys, jnp.int32(0),
-                                                       self._device)
-      self._lower_seconds = time.perf_counter() - t0
-    return self._epoch_lowered
-
-  def _compiled(self, state, es_state, keys):
-    if self._epoch_compiled is None:
-      # Ahead of time, so that compile seconds and per-epoch seconds are measured apart.
-      lowered = self._lowered(state, es_state, keys)
-      t0 = time.perf_counter()
-      self._epoch_compiled = lowered.compile()
-      self.compile_seconds = self._lower_seconds + time.perf_counter() - t0
-      self._epoch_lowered = None  # Only the compiled program is needed from now on.
-    return self._epoch_compiled
-
-  def trace(self) -> None:
-    """Traces the epoch program without compiling it (a fraction of a second).
-
-    Some bad values only show while tracing (an early_stopping.monitor that is not a
-    metric); calling this for every variant before training makes them fail first.
-    The trace is kept, so `fit` does not trace again.
-    """
-    self._lowered(*self._init(self.config.seed))
-
-  def fit(self, seed: int, on_epoch: Callable[[dict[str, float]], None] | None = None,
-          checkpoints: checkpointing.RunCheckpoints | None = None,
-          stop_requested: Callable[[], bool] | None = None
-          ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, Any]]:
-    """Trains with early stopping on the validation split; tests once on the kept weights.
+  def __init__(self, runs: Sequence[Run],
+               eval_sets: Sequence[EvalSet] | Callable[[Run], Sequence[EvalSet]] = (),
+               devices: Sequence[jax.Device] | None = None, compact: bool = True,
+               penalty_terms: Sequence[str] | None = None,
+               include: Sequence[str] | None = None, reuse_compiled: bool = True):
+    """Validates the runs against each other; builds (does not compile) the program.
 
     Args:
-      seed: this replicate's seed: `jax.random.key(seed)` split into init/shuffle/dropout.
-      on_epoch: called with each newly trained epoch's metrics row (floats).
-      checkpoints: this run's checkpoints, or None. The run resumes from the newest one
-        (epochs already done are not trained again, nor passed to `on_epoch`), saves as
-        it goes (see regjax/checkpointing.py) and always saves its final state.
+      runs: the runs; configs may differ only in regjax/sweep.py's sweepable fields,
+        and data must be splits of one source with equal sizes.
+      eval_sets: extra sets each run evaluates in its epochs (metrics
+        '<name>_loss/accuracy'), the same for every run or a function of the run.
+      devices: where to compute (default: all devices of all hosts).
+      compact: move running runs into smaller programs once half the lanes stopped.
+      penalty_terms / include: the coupled penalties in the loss and the optimizer
+        transforms in the chain; default: those with a strength > 0 in some run. A
+        caller that trains more runs later with the same compiled program (e.g. other
+        strengths) names them all, so the programs are one (see `_program_key`).
+      reuse_compiled: use a program this process compiled already for an equal group;
+        False compiles afresh (to measure compile time).
+    """
+    _check_runs(runs)
+    self.runs = list(runs)
+    self._sets = [list(eval_sets(r) if callable(eval_sets) else eval_sets) for r in runs]
+    base = runs[0]
+    configs = [r.config for r in runs]
+    self._terms = tuple(trainer_lib.active_penalties(*configs) if penalty_terms is None
+                        else penalty_terms)
+    self._include = tuple(trainer_lib.active_transforms(*configs) if include is None
+                          else include)
+    self.program = Program(base.config, base.data, penalty_terms=self._terms,
+                           include=self._include, eval_sets=self._sets[0])
+    self.devices = list(jax.devices() if devices is None else devices)
+    self.compact = compact
+    self._reuse = reuse_compiled
+    self.compile_seconds = 0.0
+    self._epochs = base.config.train.epochs
+    self._shared = program_lib.shared_data(base.data, self._sets[0])
+    # Per-run arrays: hparams, optimizer hyperparameters, seed, data index arrays.
+    self._hp = [self.program.hparams(r.config) for r in runs]
+    self._opt = [self.program.opt_hparams(r.config) for r in runs]
+    data = [program_lib.run_data(r.data, s) for r, s in zip(runs, self._sets)]
+    leaves, self._data_def = jax.tree.flatten(data[0])
+    per_run = [jax.tree.leaves(d) for d in data]
+    for d in per_run:
+      if [np.shape(x) for x in d] != [np.shape(x) for x in leaves]:
+        raise ConfigError('eval sets', [s.name for s in self._sets[0]],
+                          'the same sets, of the same sizes, for every run')
+    self._data_varies = [_varying([d[i] for d in per_run]) for i in range(len(leaves))]
+    self._data = per_run
+    self._compiled: dict[int, Any] = {}
+    self._lowered: dict[int, Any] = {}
+    self._placements: dict[int, parallel.Placement] = {}
+    self._eval_chunk = None
+
+  def __len__(self) -> int:
+    return len(self.runs)
+
+  # -------------------------------------------------------------------------- placement
+
+  def _placement(self, lanes: int) -> parallel.Placement:
+    if lanes not in self._placements:
+      self._placements[lanes] = parallel.placement(
+          lanes, self.program.trainer.batch_size, self.devices)
+    return self._placements[lanes]
+
+  def describe_placement(self) -> str:
+    """How the group's runs and batches are placed, e.g. '12 runs over 8 devices
+    (members axis 4 x data axis 2)'."""
+    p = self._placement(len(self))
+    return p.describe(len(self), len(self.devices))
+
+  # -------------------------------------------------------------------------- lane inputs
+
+  def _lane_inputs(self, lanes: Sequence[int]) -> dict[str, Any]:
+    """Per-lane arrays (numpy) of the runs in `lanes` (-1 = padding, a copy of a run)."""
+    real = [m for m in lanes if m >= 0]
+    pick = [m if m >= 0 else real[0] for m in lanes]
+    varying = [_tree_stack([self._data[m][i] for m in pick]) if v else self._data[0][i]
+               for i, v in enumerate(self._data_varies)]
+    return {
+        'seed': np.asarray([self.runs[m].seed for m in pick], np.int32),
+        'hparams': _tree_stack([self._hp[m] for m in pick]),
+        'opt': _tree_stack([self._opt[m] for m in pick]),
+        'data': varying,
+    }
+
+  def _program_key(self, lanes: int) -> str:
+    """Everything the compiled epoch of `lanes` lanes depends on, as one string.
+
+    Groups with equal keys (e.g. the seeds of one variant, each its own group) share
+    one compiled program, as one compiled program served every seed before.
+    """
+    d = self.runs[0].data
+    place = self._placement(lanes)
+    return json.dumps([
+        sweep.static_signature(self.runs[0].config), self._terms, self._include,
+        [(s.name, s.source, len(s.labels), s.rows is None) for s in self._sets[0]],
+        d.num_classes, d.num_train, d.num_val, d.pool.shape, str(d.pool.dtype),
+        d.test.shape, d.decode_table is None, self._data_varies, lanes,
+        None if place.mesh is None else [place.members, place.data,
+                                         [dev.id for dev in place.mesh.devices.flat]],
+    ], default=str)
+
+  def _epoch_fn(self, lanes: int):
+    """The epoch of a program with `lanes` lanes (compiled on first use)."""
+    if lanes in self._compiled:
+      return self._compiled[lanes]
+    cached = _COMPILED.get(self._program_key(lanes)) if self._reuse else None
+    if cached is not None:
+      self._compiled[lanes] = cached
+      return cached
+    place = self._placement(lanes)
+    prog = self.program.with_batch_sharding(place.batch_sharding())
+    treedef, varies = self._data_def, self._data_varies
+
+    if lanes == 1:
+      # One run: the program itself, without vmap (a lane axis of 1 around it).
+      def epoch(run, seed, hparams, active, epoch, data, shared, evaluate_sets):
+        squeeze = lambda t: jax.tree.map(lambda a: a[0], t)
+        data = [squeeze(x) if v else x for x, v in zip(data, varies)]
+        new, metrics = prog.epoch(squeeze(run), seed[0], squeeze(hparams), active[0],
+                                  epoch, jax.tree.unflatten(treedef, data), shared,
+                                  evaluate_sets)
+        expand = lambda t: jax.tree.map(lambda a: a[None], t)
+        return expand(new), expand(metrics)
+    else:
+      def one(run, seed, hparams, active, epoch, data, shared, evaluate_sets):
+        return prog.epoch(run, seed, hparams, active, epoch,
+                          jax.tree.unflatten(treedef, data), shared, evaluate_sets)
+      data_axes = [0 if v else None for v in varies]
+      epoch = jax.vmap(one, in_axes=(0, 0, 0, 0, None, data_axes, None, None),
+                       spmd_axis_name=None if place.mesh is None else parallel.MEMBERS_AXIS)
+    if place.mesh is None:
+      fn = jax.jit(epoch)
+    else:
+      fn = jax.jit(epoch, out_shardings=(place.lanes_sharding(), place.replicated()))
+    self._compiled[lanes] = fn
+    return fn
+
+  def _place_lanes(self, lanes: Sequence[int]) -> dict[str, Any]:
+    """Device arrays of the lanes' inputs, placed for a program of len(lanes) lanes."""
+    place = self._placement(len(lanes))
+    inputs = self._lane_inputs(lanes)
+    on_lanes, rep = place.lanes_sharding(), place.replicated()
+    return {
+        'seed': parallel.put(inputs['seed'], on_lanes),
+        'hparams': parallel.put(inputs['hparams'], on_lanes),
+        'data': [parallel.put(x, on_lanes if v else rep)
+                 for x, v in zip(inputs['data'], self._data_varies)],
+        'shared': parallel.put({k: v for k, v in self._shared.items() if v is not None}, rep),
+    }
+
+  def _init(self, lanes: Sequence[int]) -> RunState:
+    """The stacked initial states of the runs in `lanes`."""
+    inputs = self._lane_inputs(lanes)
+    sample = self._sample_x()
+    if len(lanes) == 1:
+      # Eagerly, as a single run always was (a jitted init may round differently).
+      run = self.program.init(int(inputs['seed'][0]),
+                              jax.tree.map(lambda a: a[0], inputs['opt']), sample)
+      run = jax.tree.map(lambda a: a[None], run)
+    else:
+      run = jax.jit(jax.vmap(self.program.init, in_axes=(0, 0, None)))(
+          inputs['seed'], inputs['opt'], sample)
+    return parallel.put(run, self._placement(len(lanes)).lanes_sharding())
+
+  def _sample_x(self) -> np.ndarray:
+    d = self.runs[0].data
+    return d.decode(d.pool[d.train_idx[:1]])
+
+  def _template(self, lanes: int) -> RunState:
+    """Shapes, dtypes and shardings of the stacked state of a `lanes`-lane program."""
+    inputs = self._lane_inputs([0] * lanes)
+    shapes = jax.eval_shape(jax.vmap(self.program.init, in_axes=(0, 0, None)),
+                            inputs['seed'], inputs['opt'], self._sample_x())
+    sharding = self._placement(lanes).lanes_sharding()
+    if sharding is None:
+      sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                        shapes)
+
+  def _lower(self, lanes: int, run: Any, placed: dict[str, Any]) -> Any:
+    if lanes not in self._lowered:
+      t0 = time.perf_counter()
+      active = parallel.put(np.ones(lanes, bool), self._placement(lanes).lanes_sharding())
+      self._lowered[lanes] = self._epoch_fn(lanes).lower(
+          run, placed['seed'], placed['hparams'], active, jnp.int32(0), placed['data'],
+          placed['shared'], jnp.bool_(True))
+      self.compile_seconds += time.perf_counter() - t0
+    return self._lowered[lanes]
+
+  def _compile(self, lanes: int, run: RunState, placed: dict[str, Any]) -> Any:
+    fn = self._epoch_fn(lanes)
+    if isinstance(fn, jax.stages.Compiled):
+      return fn
+    lowered = self._lower(lanes, run, placed)
+    # Ahead of time, so that compile seconds and per-epoch seconds are measured apart.
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    self.compile_seconds += time.perf_counter() - t0
+    self._compiled[lanes] = _COMPILED[self._program_key(lanes)] = compiled
+    del self._lowered[lanes]  # Only the compiled program is needed from now on.
+    return compiled
+
+  def trace(self) -> None:
+    """Traces the group's first program without compiling it (a fraction of a second).
+    Nothing is traced when an equal program was compiled already.
+
+    Some bad values only show while tracing (an early_stopping.monitor that is not a
+    metric); tracing every group before training makes them fail first. The trace is
+    kept, so `fit` does not trace again.
+    """
+    lanes = self._placement(len(self)).size
+    if isinstance(self._epoch_fn(lanes), jax.stages.Compiled):
+      return
+    self._lower(lanes, self._template(lanes), self._place_lanes(
+        list(range(len(self))) + [-1] * (lanes - len(self))))
+
+  # -------------------------------------------------------------------------- evaluation
+
+  def _evaluate(self, variables: dict[str, Any], source: np.ndarray,
+                rows: np.ndarray | None, labels: np.ndarray) -> dict[str, float]:
+    """Inference-mode {'loss', 'accuracy'} (floats) of one run's weights on the stored
+    inputs `source[rows]` (all of it when rows is None) against `labels`.
+
+    Fixed chunks of `train.eval_batch_size` (the last one padded) and float64 sums, so
+    every set of every run shares one compiled chunk program.
+    """
+    if self._eval_chunk is None:
+      key = self._program_key(1)
+      self._eval_chunk = _EVAL_CHUNKS.setdefault(key, jax.jit(self.program.trainer.eval_sums))
+    n = len(labels)
+    size = min(self.program.trainer.eval_batch_size, max(n, 1))
+    table = self._shared['table']
+    totals = np.zeros(2, np.float64)
+    for start in range(0, n, size):
+      idx = np.arange(start, min(start + size, n))
+      xb = source[idx if rows is None else rows[idx]]
+      yb = labels[idx]
+      pad = size - len(idx)
+      valid = np.arange(size) < len(idx)
+      xb = np.pad(xb, [(0, pad)] + [(0, 0)] * (xb.ndim - 1))
+      yb = np.pad(yb, (0, pad))
+      totals += np.asarray(self._eval_chunk(variables['params'], variables['batch_stats'],
+                                            xb, yb, valid, table), np.float64)
+    return {'loss': float(totals[0] / n), 'accuracy': float(totals[1] / n)}
+
+  def _finish(self, member: int, run: RunState, history: list[dict[str, float]],
+              stop: dict[str, Any]) -> Result:
+    """The record and reported weights of a run that has stopped (one lane's state)."""
+    stopper, trainer = self.program.stopper, self.program.trainer
+    params, batch_stats = stopper.best_variables(run.stop, run.train.params,
+                                                 run.train.batch_stats)
+    variables = {'params': params, 'batch_stats': batch_stats}
+    d = self.runs[member].data
+    evals = {'train': self._evaluate(variables, d.pool, d.train_idx, d.y_train)}
+    if d.num_val:
+      evals['val'] = self._evaluate(variables, d.pool, d.val_idx, d.y_val)
+    # The test set is touched exactly once per run, here, on the weights it reports.
+    evals['test'] = self._evaluate(variables, d.test, None, d.y_test)
+    stats = jax.device_get(trainer.weight_stats(params))
+    record = program_lib.make_record(self.runs[member].seed, evals,
+                                     int(run.stop.best_epoch), history, stop, stats,
+                                     self.compile_seconds)
+    return record, history, variables
+
+  # -------------------------------------------------------------------------- training
+
+  def fit(self, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+          on_done: Callable[[int, Result], None] | None = None,
+          checkpoints: checkpointing.Checkpoints | None = None,
+          stop_requested: Callable[[], bool] | None = None,
+          evaluate_sets_every: int = 1,
+          on_state: Callable[[int, int, trainer_lib.TrainState], None] | None = None
+          ) -> list[Result]:
+    """Trains every run until it stops or `train.epochs` have run.
+
+    Args:
+      on_epoch: called as on_epoch(run index, row) with each running run's metrics row
+        (floats; 'epoch' 0-based, 'seconds' the epoch's wall time shared among the
+        runs still going) as soon as it is known.
+      on_done: called as on_done(run index, (record, history, variables)) when a run
+        has stopped and been evaluated.
+      checkpoints: the group's checkpoints, or None. Training resumes from the newest
+        one (epochs already done are not trained again, nor passed to `on_epoch`), and
+        saves as the checkpoints' policy allows.
       stop_requested: polled before each epoch; when it returns True the state is
         checkpointed and `checkpointing.Interrupted` is raised.
+      evaluate_sets_every: evaluate the extra sets after every this many epochs and
+        after the last; other rows hold NaN for them.
+      on_state: called as on_state(run index, epoch, train state) after each epoch of
+        a running run (the state as host arrays; costs a copy, e.g. to keep weights).
     Returns:
-      (record, history, variables): the run's summary record (see regjax/report.py), one
-      metrics row per epoch (restored rows included), and the final {'params',
-      'batch_stats'}. A resumed run returns exactly what an uninterrupted one does,
-      wall-clock seconds aside.
+      One (record, history, variables) per run, in run order: the run's summary record
+      (see regjax/report.py), one metrics row per epoch, and the reported weights
+      {'params', 'batch_stats'} (None for a run that had finished before a resume).
     Raises:
       checkpointing.Interrupted: after `stop_requested()` was true and the state saved.
     """
-    state, es_state, keys = self._init(seed)
-    epoch_fn = self._compiled(state, es_state, keys)
-    history, stop = [], None
+    k = len(self)
+    histories: list[list[dict[str, float]]] = [[] for _ in range(k)]
+    stops: list[dict[str, Any] | None] = [None] * k
+    results: list[Result | None] = [None] * k
+    place = self._placement(k)
+    lanes = list(range(k)) + [-1] * (place.size - k)
+    start = 0
+    restored = None
     if checkpoints is not None:
-      restored = checkpoints.restore(state, es_state)
-      if restored is not None:
-        state, es_state = restored.state, restored.es_state
-        history, stop = list(restored.history), restored.stop
-    epochs = self.config.train.epochs
-    while stop is None and len(history) < epochs:
+      restored = checkpoints.restore(lambda meta: {'run': self._template(len(meta['lanes']))})
+    if restored is not None:
+      meta = restored.meta
+      start, lanes = restored.epoch, list(meta['lanes'])
+      histories = [list(h) for h in meta['histories']]
+      stops = list(meta['stops'])
+      for m, record in enumerate(meta['records']):
+        if record is not None:
+          results[m] = (record, histories[m], None)
+      run = restored.tree['run']
+    else:
+      run = self._init(lanes)
+    placed = self._place_lanes(lanes)
+
+    def save_meta() -> dict[str, Any]:
+      return {'lanes': lanes, 'histories': histories, 'stops': stops,
+              'records': [r[0] if r is not None else None for r in results]}
+
+    monitor = self.program.stopper.monitor
+    for epoch in range(start, self._epochs):
+      live = [i for i, m in enumerate(lanes) if m >= 0 and results[m] is None]
+      if not live:
+        break
       if stop_requested is not None and stop_requested():
-        if checkpoints is not None and history:
-          checkpoints.save(len(history), state, es_state, history, force=True)
+        if checkpoints is not None and epoch > 0:
+          checkpoints.save(epoch, {'run': run}, save_meta(), force=True)
           checkpoints.wait()
-        raise checkpointing.Interrupted(len(history))
-      epoch = len(history)
+        raise checkpointing.Interrupted(epoch)
+      active = np.zeros(len(lanes), bool)
+      active[live] = True
+      epoch_fn = self._compile(len(lanes), run, placed)
+      place = self._placement(len(lanes))
+      evaluate_sets = ((epoch + 1) % evaluate_sets_every == 0 or epoch == self._epochs - 1)
       t0 = time.perf_counter()
-      state, es_state, metrics = epoch_fn(state, es_state, keys, jnp.int32(epoch), self._device)
-      metrics = jax.device_get(metrics)
-      row = {'epoch': epoch, **{k: float(v) for k, v in metrics.items()},
-             'seconds': time.perf_counter() - t0}
-      history.append(row)
-      if on_epoch is not None:
-        on_epoch(row)
-      stop = _stop_after(row, es_state, self.stopper.monitor)
-      if stop is None and len(history) == epochs:
-        stop = _RAN_OUT
-      if checkpoints is not None:
-        # The final state is always saved; the others as the saving policy allows.
-        checkpoints.save(len(history), state, es_state, history, stop, force=stop is not None)
-    stop = stop or _RAN_OUT
+      run, metrics = epoch_fn(run, placed['seed'], placed['hparams'],
+                              parallel.put(active, place.lanes_sharding()),
+                              jnp.int32(epoch), placed['data'], placed['shared'],
+                              jnp.bool_(evaluate_sets))
+      metrics, stop_state = parallel.to_host(
+          (metrics, (run.stop.stopped, run.stop.reason, run.stop.stop_epoch)))
+      seconds = (time.perf_counter() - t0) / len(live)
+      if on_state is not None:
+        for i, lane_run in zip(live, self._take(run, live)):
+          on_state(lanes[i], epoch, lane_run.train)
+      finished = []
+      for i in live:
+        m = lanes[i]
+        row = {'epoch': epoch, **{name: float(v[i]) for name, v in metrics.items()},
+               'seconds': seconds}
+        histories[m].append(row)
+        if on_epoch is not None:
+          on_epoch(m, row)
+        stop = program_lib.stop_after(row, *(a[i] for a in stop_state), monitor)
+        if stop is None and epoch == self._epochs - 1:
+          stop = dict(program_lib.RAN_OUT)
+        if stop is not None:
+          stops[m] = stop
+          finished.append(i)
+      if finished:
+        lane_runs = self._take(run, finished)
+        for i, lane_run in zip(finished, lane_runs):
+          m = lanes[i]
+          results[m] = self._finish(m, lane_run, histories[m], stops[m])
+          if on_done is not None:
+            on_done(m, results[m])
+      live = [i for i, m in enumerate(lanes) if m >= 0 and results[m] is None]
+      if self.compact and live and len(live) <= len(lanes) // 2:
+        lanes, run = self._compacted(lanes, live, run)
+        placed = self._place_lanes(lanes)
+      if checkpoints is not None and live:
+        checkpoints.save(epoch + 1, {'run': run}, save_meta())
+    return [r for r in results]
 
-    params, batch_stats = self.stopper.best_variables(es_state, state.params,
-                                                      state.batch_stats)
-    data, nan = self.data, float('nan')
-    final = {'train': self.evaluate(params, batch_stats, data.x_train, data.y_train)}
-    if len(data.x_val):
-      final['val'] = self.evaluate(params, batch_stats, data.x_val, data.y_val)
-    # The test set is touched exactly once, here, on the weights that will be reported.
-    final['test'] = self.evaluate(params, batch_stats, data.x_test, data.y_test)
-    stats = jax.device_get(self.trainer.weight_stats(params))
-    record = {
-        'seed': seed,
-        'test_accuracy': final['test']['accuracy'],
-        'test_loss': final['test']['loss'],
-        'train_accuracy': final['train']['accuracy'],
-        'train_loss': final['train']['loss'],
-        'val_accuracy': final['val']['accuracy'] if 'val' in final else nan,
-        'val_loss': final['val']['loss'] if 'val' in final else nan,
-        'best_epoch': int(es_state.best_epoch),
-        'stop_epoch': len(history) - 1,
-        'epochs_run': len(history),
-        'stop_reason': stop['reason'],
-        'zero_fraction': float(stats['zero_fraction']),
-        'weight_l2': float(stats['weight_l2']),
-        'weight_l1': float(stats['weight_l1']),
-        'seconds_per_epoch': float(np.mean([r['seconds'] for r in history])),
-        'compile_seconds': self.compile_seconds,
-        'diverged': stop['diverged'],
-        # 0-based epoch whose loss (or monitored metric) was first non-finite; else None.
-        'diverged_epoch': stop['diverged_epoch'],
-        'diverged_metric': stop['diverged_metric'],
-    }
-    return record, history, {'params': params, 'batch_stats': batch_stats}
+  def _take(self, run: RunState, lanes: Sequence[int]) -> list[RunState]:
+    """The states of the given lanes (host-readable, also across hosts)."""
+    if self._placement(run.train.step.shape[0]).mesh is None:
+      return [jax.tree.map(lambda a: a[i], run) for i in lanes]
+    host = parallel.to_host(run)
+    return [jax.tree.map(lambda a: a[i], host) for i in lanes]
 
-  def evaluate(self, params, batch_stats, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Inference-mode {'loss', 'accuracy'} on x (N, ...), y (N,) as Python floats.
-
-    Runs in fixed chunks of `train.eval_batch_size` examples (the last one padded), so
-    the train, validation and test sets share one compiled program.
-    """
-    if not hasattr(self, '_eval_chunk'):
-      self._eval_chunk = jax.jit(self.trainer.eval_sums)
-    totals = chunked_sums(self._eval_chunk, params, batch_stats, x, y,
-                          self.trainer.eval_batch_size)
-    return {'loss': float(totals[0] / len(x)), 'accuracy': float(totals[1] / len(x))}
+  def _compacted(self, lanes: list[int], live: list[int], run: RunState
+                 ) -> tuple[list[int], RunState]:
+    """Moves the running lanes into a program of the next power-of-two size."""
+    size = self._placement(_next_power_of_two(len(live))).size
+    pick = live + [live[0]] * (size - len(live))
+    new_lanes = [lanes[i] for i in live] + [-1] * (size - len(live))
+    idx = np.asarray(pick, np.int32)
+    sharding = self._placement(size).lanes_sharding()
+    if sharding is None:
+      new_run = jax.jit(lambda t: jax.tree.map(lambda a: a[idx], t))(run)
+    else:
+      new_run = parallel.put(jax.tree.map(lambda a: np.asarray(a)[idx],
+                                          parallel.to_host(run)), sharding)
+    return new_lanes, new_run
 
 
-def chunked_sums(sums_fn: Callable[..., jax.Array], params, batch_stats, x: np.ndarray,
-                 y: np.ndarray, chunk: int) -> np.ndarray:
-  """Adds up `sums_fn(params, batch_stats, xb, yb, valid)` over fixed-size chunks of x, y.
-
-  Every chunk has min(chunk, N) examples (the last one zero-padded and masked out by
-  `valid`), so one compiled `sums_fn` serves sets of any size. Returns the float64 total
-  of what sums_fn returns (e.g. (2,) or, vmapped over members, (K, 2)).
-  """
-  size = min(chunk, max(len(x), 1))
-  totals = 0.0
-  for start in range(0, len(x), size):
-    xb, yb = x[start:start + size], y[start:start + size]
-    valid = np.arange(size) < len(xb)
-    pad = size - len(xb)
-    xb = np.pad(xb, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-    yb = np.pad(yb, (0, pad))
-    totals = totals + np.asarray(sums_fn(params, batch_stats, xb, yb, valid), np.float64)
-  return np.asarray(totals)
+def fit_many(runs: Sequence[Run], **kwargs: Any) -> list[Result]:
+  """`RunGroup(runs).fit(**kwargs)`: K runs as one program (see `RunGroup.fit`)."""
+  group_args = {k: kwargs.pop(k) for k in ('eval_sets', 'devices', 'compact') if k in kwargs}
+  return RunGroup(runs, **group_args).fit(**kwargs)
 
 
 def fit(config: ml_collections.ConfigDict, data: Dataset, seed: int,
         on_epoch: Callable[[dict[str, float]], None] | None = None
         ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, Any]]:
-  """One run: `Runner(config, data).fit(seed, on_epoch)` (see `Runner.fit`)."""
-  return Runner(config, data).fit(seed, on_epoch)
+  """One run: trains `config` on `data` from `seed`, with early stopping on the
+  validation split, and tests once on the reported weights.
+
+  Returns (record, history, variables): the summary record (regjax/report.py), one
+  metrics row per epoch, and the reported {'params', 'batch_stats'}.
+  """
+  callback = None if on_epoch is None else (lambda _, row: on_epoch(row))
+  return RunGroup([Run(config, seed, data)]).fit(on_epoch=callback)[0]
