@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any, Callable
 
+import jax
 import ml_collections
 
 from regjax import checkpointing
@@ -82,22 +83,28 @@ def _holds_results(workdir: str) -> bool:
           or workdir_lib.holds_results(workdir))
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict,
+                    write: bool = True) -> bool:
   """Creates `workdir` and claims it for `config`; returns whether it resumes.
 
   A workdir whose config.json equals `config` is resumed (True). A workdir with results
   (results.json, metrics or checkpoints) of a different config, or of an unknown one
   (no readable config.json), is refused with a one-line ConfigError, so an earlier
-  comparison is never overwritten. Otherwise config.json is (re)written (False).
+  comparison is never overwritten. Otherwise config.json is (re)written (False). With
+  write=False (a process that only trains) the same checks run and nothing is written.
   """
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write-test')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError('workdir', workdir, f'cannot be written ({e.strerror})') from None
+  if os.path.isfile(workdir):
+    raise ConfigError('workdir', workdir, 'is a file; pass a folder (new, or one this '
+                      'config wrote before)')
+  if write:
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
+      with open(probe, 'w') as f:
+        f.write('ok')
+      os.remove(probe)
+    except OSError as e:
+      raise ConfigError('workdir', workdir, f'cannot be written ({e.strerror})') from None
   wanted = _as_json(config)
   path = os.path.join(workdir, CONFIG_JSON)
   try:
@@ -114,7 +121,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
     raise ConfigError('workdir', workdir, 'holds the results of a different config ('
                       f'{_first_difference(existing, wanted)}); pass a new --workdir, or '
                       'the same config to resume')
-  report.atomic_write_json(path, config.to_dict())
+  if write:
+    report.atomic_write_json(path, config.to_dict())
   return False
 
 
@@ -193,7 +201,7 @@ def _metrics_lines(name: str, record: dict[str, Any], rows: list[dict[str, Any]]
   return [{'variant': name, 'seed': record['seed'], **row} for row in rows]
 
 
-def _rebuild_metrics(path: str, names: list[str], finished: list[Any]) -> int:
+def _rebuild_metrics(path: str | None, names: list[str], finished: list[Any]) -> int:
   """Rewrites metrics.jsonl (atomically) from the finished runs that precede the first
   unfinished one, and returns how many runs that is.
 
@@ -202,6 +210,8 @@ def _rebuild_metrics(path: str, names: list[str], finished: list[Any]) -> int:
   file what an uninterrupted run writes, without duplicate or missing rows.
   """
   prefix = next((k for k, f in enumerate(finished) if f is None), len(finished))
+  if path is None:  # Not the writing process.
+    return prefix
   lines = [line for k in range(prefix)
            for line in _metrics_lines(names[k], *finished[k])]
   report.atomic_write_text(path, ''.join(
@@ -242,7 +252,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
               for g in make_groups(runs, config.train.vectorize)]
     for _, group in groups:
       group.trace()  # A bad value in the last group fails now, not after the first.
-    prepare_workdir(workdir, config)
+    # With several processes (jax.distributed) every process trains, process 0 writes.
+    writer = jax.process_index() == 0
+    if not writer:
+      log = lambda line: None
+    prepare_workdir(workdir, config, write=writer)
     env = parallel.environment()
     log(f"Computing on {env['devices']} x {env['device_kind']} ({env['backend']}), JAX "
         f"{env['jax']}, matmul precision {env['matmul_precision'] or 'JAX default'}")
@@ -252,19 +266,22 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
     run_dirs = [workdir_lib.run_dir(workdir, name, r.seed) for name, r in runs]
     finished = [workdir_lib.read_result(d) for d in run_dirs]
     metrics_path = os.path.join(workdir, report.METRICS_JSONL)
-    written = _rebuild_metrics(metrics_path, names, finished)
+    written = _rebuild_metrics(metrics_path if writer else None, names, finished)
     t_start = time.perf_counter()
     to_train, trained = finished.count(None), 0
 
-    with report.MetricsWriter(metrics_path) as metrics:
+    with (report.MetricsWriter(metrics_path) if writer
+          else contextlib.nullcontext()) as metrics:
       def done(k: int, record: dict[str, Any], rows: list[dict[str, Any]],
                variables: dict[str, Any] | None, status: str) -> None:
         nonlocal written
         record = {'variant': names[k], **record}
+        finished[k] = (record, rows)
+        if not writer:
+          return
         if variables is not None:
           workdir_lib.save_variables(run_dirs[k], variables)
         workdir_lib.write_result(run_dirs[k], record, rows)
-        finished[k] = (record, rows)
         while written < len(runs) and finished[written] is not None:
           metrics.write_all(_metrics_lines(names[written], *finished[written]))
           written += 1
@@ -303,15 +320,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
             kept = 'checkpointed' if ckpt else 'not checkpointed (checkpoints are off)'
             raise _stopped(guard, workdir, f'in {label}, {kept} after {e.epochs_done} '
                            'epochs', log) from None
-        workdir_lib.remove_checkpoints(workdir, where)
+        if writer:
+          workdir_lib.remove_checkpoints(workdir, where)
 
   records = [f[0] for f in finished]
   history = [line for k, f in enumerate(finished) for line in _metrics_lines(names[k], *f)]
   baseline = jobs[0][0]
   rows = report.summarize(records, baseline=baseline)
   table = report.format_table(rows, baseline=baseline)
-  paths = report.write_results(workdir, rows, records, environment=env)
-  curves = os.path.join(workdir, 'curves.png')
-  report.plot_curves(history, curves)
-  paths['curves'] = curves
+  paths = {}
+  if writer:
+    paths = report.write_results(workdir, rows, records, environment=env)
+    curves = os.path.join(workdir, 'curves.png')
+    report.plot_curves(history, curves)
+    paths['curves'] = curves
   return {'rows': rows, 'records': records, 'table': table, 'paths': paths}

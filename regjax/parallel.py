@@ -79,16 +79,26 @@ def placement(runs: int, batch_size: int,
               devices: Sequence[jax.Device] | None = None) -> Placement:
   """Places a program of `runs` lanes over `devices` (default: all, across hosts).
 
-  The members axis is the largest divisor of the device count that is <= runs (lanes
-  are padded to a multiple of it); the rest of the devices split each batch, as far as
-  `batch_size` divides evenly (devices that cannot be used stay idle).
+  Chooses the members-axis size m (a divisor of the device count) that gives each
+  device the least work, ceil(runs / m) lanes times batch_size / d examples, where the
+  data axis d is the largest divisor of devices / m that divides the batch (devices that
+  cannot be used stay idle); among equals the one with the fewest padding lanes, then
+  the largest m, since runs on their own devices need no communication. Lanes are
+  padded to a multiple of m.
   """
   devices = jax.devices() if devices is None else list(devices)
   n = len(devices)
   if n == 1:
     return Placement(size=runs, members=1, data=1, mesh=None)
-  members = max(k for k in _divisors(n) if k <= max(runs, 1))
-  data = max(k for k in _divisors(n // members) if batch_size % k == 0)
+
+  def data_axis(members):
+    return max(k for k in _divisors(n // members) if batch_size % k == 0)
+
+  def work(members):
+    return math.ceil(runs / members) * batch_size / data_axis(members)
+
+  members = min(_divisors(n), key=lambda m: (work(m), math.ceil(runs / m) * m, -m))
+  data = data_axis(members)
   size = math.ceil(runs / members) * members
   mesh = Mesh(np.asarray(devices[:members * data]).reshape(members, data),
               (MEMBERS_AXIS, DATA_AXIS))
@@ -159,16 +169,24 @@ def maybe_initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
   """Calls `jax.distributed.initialize()` when a multi-host launcher is detected.
 
   Must run before any other JAX call in the process (initialize() refuses once a
-  backend exists). With no arguments JAX reads the coordinator, process count and
-  process id from the launcher's environment (TPU pod metadata, SLURM, Open MPI,
-  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID). Returns True if it
+  backend exists). JAX reads the coordinator, process count and process id from the
+  launcher's environment (TPU pod metadata, SLURM, Open MPI); with an explicit
+  JAX_COORDINATOR_ADDRESS they come from JAX_NUM_PROCESSES and JAX_PROCESS_ID, which JAX
+  itself does not read (e.g. two processes on one machine). Returns True if it
   initialized now or earlier, False on a single host (nothing to do).
   """
   if jax.distributed.is_initialized():
     return True
+  env = os.environ if env is None else env
   if multi_host_environment(env) is None:
     return False
-  jax.distributed.initialize()
+  kwargs = {}
+  if 'JAX_COORDINATOR_ADDRESS' in env:
+    for var, arg in (('JAX_NUM_PROCESSES', 'num_processes'),
+                     ('JAX_PROCESS_ID', 'process_id')):
+      if var in env:
+        kwargs[arg] = int(env[var])
+  jax.distributed.initialize(**kwargs)
   return True
 
 

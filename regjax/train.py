@@ -34,6 +34,7 @@ import numpy as np
 from regjax import checkpointing
 from regjax import parallel
 from regjax import program as program_lib
+from regjax import regularizers
 from regjax import sweep
 from regjax import trainer as trainer_lib
 from regjax.data import Dataset
@@ -92,6 +93,9 @@ class RunGroup:
   Attributes:
     runs: the K runs. program: their shared `program.Program`.
     compile_seconds: wall seconds spent compiling epoch programs (all sizes).
+    lane_epochs: run-epochs computed by the last `fit` (each epoch costs its program's
+      lane count, stopped and padding lanes included); run_epochs: those the runs
+      needed (the epochs they trained). Their ratio is compaction's remaining waste.
   """
 
   def __init__(self, runs: Sequence[Run],
@@ -129,6 +133,7 @@ class RunGroup:
     self.devices = list(jax.devices() if devices is None else devices)
     self.compact = compact
     self._reuse = reuse_compiled
+    self.lane_epochs = self.run_epochs = 0
     self.compile_seconds = 0.0
     self._epochs = base.config.train.epochs
     self._shared = program_lib.shared_data(base.data, self._sets[0])
@@ -191,6 +196,7 @@ class RunGroup:
     place = self._placement(lanes)
     return json.dumps([
         sweep.static_signature(self.runs[0].config), self._terms, self._include,
+        regularizers.penalty_names(), regularizers.transform_names(),
         [(s.name, s.source, len(s.labels), s.rows is None) for s in self._sets[0]],
         d.num_classes, d.num_train, d.num_val, d.pool.shape, str(d.pool.dtype),
         d.test.shape, d.decode_table is None, self._data_varies, lanes,
@@ -395,6 +401,7 @@ class RunGroup:
       checkpointing.Interrupted: after `stop_requested()` was true and the state saved.
     """
     k = len(self)
+    self.lane_epochs = self.run_epochs = 0
     histories: list[list[dict[str, float]]] = [[] for _ in range(k)]
     stops: list[dict[str, Any] | None] = [None] * k
     results: list[Result | None] = [None] * k
@@ -444,6 +451,8 @@ class RunGroup:
       metrics, stop_state = parallel.to_host(
           (metrics, (run.stop.stopped, run.stop.reason, run.stop.stop_epoch)))
       seconds = (time.perf_counter() - t0) / len(live)
+      self.lane_epochs += len(lanes)
+      self.run_epochs += len(live)
       if on_state is not None:
         for i, lane_run in zip(live, self._take(run, live)):
           on_state(lanes[i], epoch, lane_run.train)

@@ -1,4 +1,5 @@
-"""Checkpoints: exact round trips, exact resume of `Runner.fit`, pruning, damage, signals."""
+"""Checkpoints: exact round trips, exact resume of a run and of a vmapped group, damage,
+finished-run files, signals."""
 
 import functools
 import math
@@ -15,6 +16,7 @@ import numpy as np
 from regjax import checkpointing
 from regjax import schema
 from regjax import train
+from regjax import workdir
 from regjax.data import load_dataset
 from tests import helpers
 
@@ -41,137 +43,63 @@ def without_seconds(rows):
   return [{k: v for k, v in r.items() if 'seconds' not in k} for r in rows]
 
 
-def scrambled_states(config, seed=0):
-  """(runner, state, es_state): fresh states with every leaf set to arbitrary values.
+def scrambled_state(config, lanes=1, seed=0):
+  """A group's stacked initial state with every leaf set to arbitrary values.
 
   Cheaper than training (no compile) and a stricter round trip: no zeros or ones that a
   broken restore could produce by accident.
   """
-  runner = train.Runner(config, digits())
-  state, es_state, _ = runner._init(seed)
+  group = train.RunGroup([train.Run(config, s, digits()) for s in range(lanes)])
+  run = group._init(list(range(lanes)))
   rng = np.random.default_rng(seed)
 
   def scramble(x):
+    x = np.asarray(x)
     if x.dtype == np.bool_:
       return ~x
     if np.issubdtype(x.dtype, np.integer):
       return x + rng.integers(1, 1000, dtype=x.dtype)
     return (x + rng.normal(size=x.shape)).astype(x.dtype)
 
-  return runner, *jax.tree.map(scramble, (state, es_state))
+  return group, jax.tree.map(scramble, run)
 
 
 class RoundTripTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
-      ('adam', {}),
+      ('adam', {}, 1),
       ('adamw_prox_maxnorm_clip_cosine', {
           'optimizer.name': 'adamw', 'optimizer.weight_decay': 1e-2,
           'optimizer.l1_prox': 1e-3, 'optimizer.max_norm': 3.0,
-          'optimizer.grad_clip_norm': 1.0, 'optimizer.schedule': 'cosine'}),
-      ('momentum_batchnorm', {'optimizer.name': 'momentum', 'model.batch_norm': True}),
+          'optimizer.grad_clip_norm': 1.0, 'optimizer.schedule': 'cosine'}, 1),
+      ('momentum_batchnorm_three_lanes', {'optimizer.name': 'momentum',
+                                          'model.batch_norm': True}, 3),
       # No restore: the early-stopping state keeps no weights (None leaves).
-      ('sgd_no_restore', {'optimizer.name': 'sgd', 'early_stopping.restore_best': False}),
+      ('sgd_no_restore', {'optimizer.name': 'sgd', 'early_stopping.restore_best': False}, 1),
   )
-  def test_saved_state_reads_back_bit_for_bit(self, overrides):
-    runner, state, es_state = scrambled_states(small_config(**overrides))
-    history = [{'epoch': 0, 'train_loss': 0.1 + 0.2}, {'epoch': 1, 'train_loss': math.nan}]
-    with checkpointing.RunCheckpoints(tempfile.mkdtemp()) as ckpt:
-      self.assertTrue(ckpt.save(2, state, es_state, history, force=True))
+  def test_saved_state_reads_back_bit_for_bit(self, overrides, lanes):
+    group, run = scrambled_state(small_config(**overrides), lanes)
+    meta = {'lanes': list(range(lanes)),
+            'histories': [[{'epoch': 0, 'train_loss': 0.1 + 0.2},
+                           {'epoch': 1, 'train_loss': math.nan}]]}
+    with checkpointing.Checkpoints(tempfile.mkdtemp()) as ckpt:
+      self.assertTrue(ckpt.save(2, {'run': run}, meta, force=True))
       ckpt.wait()
-      fresh_state, fresh_es, _ = runner._init(0)
-      restored = ckpt.restore(fresh_state, fresh_es)
+      restored = ckpt.restore(lambda m: {'run': group._template(len(m['lanes']))})
     self.assertEqual(restored.epoch, 2)
-    chex.assert_trees_all_equal(restored.state, state)
-    chex.assert_trees_all_equal(restored.es_state, es_state)
-    self.assertEqual(restored.history[0]['train_loss'], 0.30000000000000004)
-    self.assertTrue(math.isnan(restored.history[1]['train_loss']))
-    self.assertIsNone(restored.stop)
-
-  def test_finished_run_file_reads_back_exactly(self):
-    directory = os.path.join(tempfile.mkdtemp(), 'baseline', 'seed_3')
-    record = {'variant': 'baseline', 'seed': 3, 'test_accuracy': 1 / 3, 'val_loss': math.nan,
-              'diverged': False, 'diverged_epoch': None}
-    history = [{'epoch': 0, 'train_loss': math.inf}]
-    self.assertIsNone(checkpointing.read_result(directory))
-    checkpointing.write_result(directory, record, history)
-    got_record, got_history = checkpointing.read_result(directory)
-    self.assertEqual(got_record['test_accuracy'], 1 / 3)
-    self.assertTrue(math.isnan(got_record['val_loss']))
-    self.assertEqual(got_history, history)
-    with open(directory + '.json', 'w') as f:
-      f.write('{"record": ')  # As if cut short: counts as unfinished, is not an error.
-    self.assertIsNone(checkpointing.read_result(directory))
-
-
-class ResumeFitTest(absltest.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    # One Runner (one compile) for every fit: resuming reads the state from disk
-    # whichever Runner does it; the Runner holds no state between fits.
-    cls.config = small_config(**{'model.dropout_rate': 0.3, 'train.epochs': 7})
-    cls.runner = train.Runner(cls.config, digits())
-    cls.expected = cls.runner.fit(5)
-
-  def test_interrupted_then_resumed_fit_equals_uninterrupted(self):
-    expected_record, expected_history, expected_vars = self.expected
-    directory = tempfile.mkdtemp()
-    calls = []
-
-    def stop_after_three():
-      calls.append(None)
-      return len(calls) > 3  # Polled before each epoch: 3 epochs run, then a stop.
-
-    with checkpointing.RunCheckpoints(directory) as ckpt:
-      with self.assertRaises(checkpointing.Interrupted) as ctx:
-        self.runner.fit(5, checkpoints=ckpt, stop_requested=stop_after_three)
-      self.assertEqual(ctx.exception.epochs_done, 3)
-      self.assertEqual(ckpt.latest_epoch(), 3)  # The requested stop always saves.
-
-    new_rows = []
-    with checkpointing.RunCheckpoints(directory) as ckpt:
-      record, history, variables = self.runner.fit(5, on_epoch=new_rows.append,
-                                                   checkpoints=ckpt)
-    self.assertEqual([r['epoch'] for r in new_rows], [3, 4, 5, 6])
-    self.assertEqual(without_seconds(history), without_seconds(expected_history))
-    self.assertEqual(without_seconds([record]), without_seconds([expected_record]))
-    chex.assert_trees_all_equal(variables, expected_vars)
-
-  def test_finished_checkpoint_is_not_trained_again(self):
-    directory = tempfile.mkdtemp()
-    with checkpointing.RunCheckpoints(directory) as ckpt:
-      self.runner.fit(5, checkpoints=ckpt)
-    rows = []
-    with checkpointing.RunCheckpoints(directory) as ckpt:
-      again, history, _ = self.runner.fit(5, on_epoch=rows.append, checkpoints=ckpt)
-    self.assertEqual(rows, [])
-    self.assertLen(history, 7)
-    self.assertFalse(again['diverged'])
-    self.assertIsNone(again['diverged_epoch'])
-    self.assertEqual(without_seconds([again]), without_seconds([self.expected[0]]))
-
-  def test_at_most_two_checkpoints_and_one_after_finishing(self):
-    directory = tempfile.mkdtemp()
-    with checkpointing.RunCheckpoints(directory, interval_s=0, asynchronous=False) as ckpt:
-      self.runner.fit(0, checkpoints=ckpt)
-      self.assertEqual(sorted(os.listdir(directory)), ['6', '7'])
-      ckpt.keep_only_latest()
-    self.assertEqual(os.listdir(directory), ['7'])
-
-  def test_timed_saves_wait_for_their_interval_but_the_final_state_is_saved(self):
-    directory = tempfile.mkdtemp()
-    with checkpointing.RunCheckpoints(directory, interval_s=3600) as ckpt:
-      self.runner.fit(0, checkpoints=ckpt)
-    self.assertEqual(os.listdir(directory), ['7'])
+    self.assertEqual(restored.meta['epoch'], 2)
+    chex.assert_trees_all_equal(jax.device_get(restored.tree['run']), run)
+    history = restored.meta['histories'][0]
+    self.assertEqual(history[0]['train_loss'], 0.30000000000000004)
+    self.assertTrue(math.isnan(history[1]['train_loss']))
 
   def test_damaged_newest_checkpoint_falls_back_to_the_one_before(self):
-    runner, state, es_state = scrambled_states(small_config())
+    group, run = scrambled_state(small_config())
+    template = lambda meta: {'run': group._template(len(meta['lanes']))}
     directory = tempfile.mkdtemp()
-    with checkpointing.RunCheckpoints(directory, interval_s=0, asynchronous=False) as ckpt:
-      ckpt.save(1, state, es_state, [{'epoch': 0}])
-      ckpt.save(2, state, es_state, [{'epoch': 0}, {'epoch': 1}])
+    with checkpointing.Checkpoints(directory, interval_s=0, asynchronous=False) as ckpt:
+      ckpt.save(1, {'run': run}, {'lanes': [0]})
+      ckpt.save(2, {'run': run}, {'lanes': [0]})
     # A save cut short by SIGKILL leaves a temporary folder; opening cleans it up.
     leftover = os.path.join(directory, '3.orbax-checkpoint-tmp')
     os.makedirs(os.path.join(leftover, 'state'))
@@ -179,28 +107,132 @@ class ResumeFitTest(absltest.TestCase):
       for name in files:
         with open(os.path.join(root, name), 'wb') as f:
           f.write(b'\0garbage')
-    fresh = runner._init(0)[:2]
     lines = []
-    with checkpointing.RunCheckpoints(directory, log=lines.append) as ckpt:
-      restored = ckpt.restore(*fresh)
+    with checkpointing.Checkpoints(directory, log=lines.append) as ckpt:
+      restored = ckpt.restore(template)
       self.assertEqual(restored.epoch, 1)
       # The damaged epoch is deleted, so training it again can save it again.
-      self.assertTrue(ckpt.save(2, restored.state, restored.es_state,
-                                restored.history + [{'epoch': 1}], force=True))
+      self.assertTrue(ckpt.save(2, restored.tree, {'lanes': [0]}, force=True))
     self.assertIn('the checkpoint after 2 epochs is unreadable', lines[0])
     self.assertEqual(lines[1], 'resuming from its checkpoint after 1 epochs')
     self.assertFalse(os.path.exists(leftover))
-    with checkpointing.RunCheckpoints(directory) as ckpt:
-      self.assertEqual(ckpt.restore(*fresh).epoch, 2)
-    with checkpointing.RunCheckpoints(tempfile.mkdtemp()) as ckpt:
-      self.assertIsNone(ckpt.restore(*fresh))
+    with checkpointing.Checkpoints(directory) as ckpt:
+      self.assertEqual(ckpt.restore(template).epoch, 2)
+    with checkpointing.Checkpoints(tempfile.mkdtemp()) as ckpt:
+      self.assertIsNone(ckpt.restore(template))
+
+  def test_timed_saves_wait_for_their_interval(self):
+    group, run = scrambled_state(small_config())
+    directory = tempfile.mkdtemp()
+    with checkpointing.Checkpoints(directory, interval_s=3600) as ckpt:
+      self.assertFalse(ckpt.save(1, {'run': run}, {'lanes': [0]}))
+      self.assertTrue(ckpt.save(2, {'run': run}, {'lanes': [0]}, force=True))
+      self.assertFalse(ckpt.save(2, {'run': run}, {'lanes': [0]}, force=True))  # Saved.
+    self.assertEqual(os.listdir(directory), ['2'])
+
+
+class FinishedRunFilesTest(absltest.TestCase):
+
+  def test_finished_run_file_reads_back_exactly(self):
+    directory = workdir.run_dir(tempfile.mkdtemp(), 'baseline', 3)
+    record = {'variant': 'baseline', 'seed': 3, 'test_accuracy': 1 / 3, 'val_loss': math.nan,
+              'diverged': False, 'diverged_epoch': None}
+    history = [{'epoch': 0, 'train_loss': math.inf}]
+    self.assertIsNone(workdir.read_result(directory))
+    workdir.write_result(directory, record, history)
+    got_record, got_history = workdir.read_result(directory)
+    self.assertEqual(got_record['test_accuracy'], 1 / 3)
+    self.assertTrue(math.isnan(got_record['val_loss']))
+    self.assertEqual(got_history, history)
+    with open(os.path.join(directory, workdir.RESULT_FILE), 'w') as f:
+      f.write('{"record": ')  # As if cut short: counts as unfinished, is not an error.
+    self.assertIsNone(workdir.read_result(directory))
+
+  def test_reported_weights_read_back_without_regjax(self):
+    import flax.serialization  # pylint: disable=g-import-not-at-top
+    _, _, variables = train.fit(small_config(**{'train.epochs': 1,
+                                                'model.batch_norm': True}), digits(), 0)
+    directory = tempfile.mkdtemp()
+    path = workdir.save_variables(directory, variables)
+    with open(path, 'rb') as f:  # flax alone, no regjax: a plain dict of numpy arrays.
+      plain = flax.serialization.msgpack_restore(f.read())
+    self.assertEqual(set(plain), {'params', 'batch_stats'})
+    chex.assert_trees_all_equal(plain, jax.device_get(variables))
+
+
+class ResumeFitTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    # Noisy labels and learning rates from 3e-3 to 1e-1: the four runs stop at different
+    # epochs (measured: 11, 8, 4, 2), so the group compacts to 2 lanes and then to one
+    # (the unvmapped program). Dropout, so that the keys matter.
+    c = schema.default_config().data
+    c.train_size, c.label_noise = 200, 0.5
+    cls.data = load_dataset(c)
+    cls.runs = [train.Run(small_config(**{
+        'model.widths': (128,), 'model.dropout_rate': 0.3, 'train.epochs': 12,
+        'early_stopping.patience': 1, 'optimizer.learning_rate': lr}), seed, cls.data)
+                for seed, lr in zip((5, 6, 7, 8), (3e-3, 1e-2, 3e-2, 1e-1))]
+    cls.expected = {1: train.RunGroup(cls.runs[:1]).fit(),
+                    4: train.RunGroup(cls.runs).fit()}
+
+  @parameterized.parameters(1, 4)
+  def test_interrupted_then_resumed_fit_equals_uninterrupted(self, k):
+    expected = self.expected[k]
+    if k > 1:  # Runs stop apart: the group has to compact.
+      self.assertLen({r[0]['stop_epoch'] for r in expected}, 4)
+    directory = tempfile.mkdtemp()
+    calls = []
+
+    def stop_after_three():
+      calls.append(None)
+      return len(calls) > 3  # Polled before each epoch: 3 epochs run, then a stop.
+
+    with checkpointing.Checkpoints(directory) as ckpt:
+      with self.assertRaises(checkpointing.Interrupted) as ctx:
+        train.RunGroup(self.runs[:k]).fit(checkpoints=ckpt, stop_requested=stop_after_three)
+      self.assertEqual(ctx.exception.epochs_done, 3)
+      self.assertEqual(ckpt.latest_epoch(), 3)  # The requested stop always saves.
+
+    new_rows = []
+    with checkpointing.Checkpoints(directory) as ckpt:
+      results = train.RunGroup(self.runs[:k]).fit(
+          on_epoch=lambda m, row: new_rows.append(row['epoch']), checkpoints=ckpt)
+    self.assertEqual(min(new_rows), 3)
+    for (record, history, variables), (e_record, e_history, e_variables) in zip(
+        results, expected):
+      self.assertEqual(without_seconds(history), without_seconds(e_history))
+      self.assertEqual(without_seconds([record]), without_seconds([e_record]))
+      if record['stop_epoch'] < 3:  # Finished before the stop: its record comes back.
+        self.assertIsNone(variables)
+      else:
+        chex.assert_trees_all_equal(variables, e_variables)
+
+  def test_resumed_after_some_runs_finished_reports_them_from_the_checkpoint(self):
+    expected = self.expected[4]
+    first_stop = min(r[0]['stop_epoch'] for r in expected)
+    directory = tempfile.mkdtemp()
+    calls = []
+    with checkpointing.Checkpoints(directory, interval_s=0, asynchronous=False) as ckpt:
+      with self.assertRaises(checkpointing.Interrupted):
+        train.RunGroup(self.runs).fit(
+            checkpoints=ckpt,
+            stop_requested=lambda: calls.append(None) or len(calls) > first_stop + 2)
+    with checkpointing.Checkpoints(directory) as ckpt:
+      results = train.RunGroup(self.runs).fit(checkpoints=ckpt)
+    for (record, history, variables), (e_record, _, _) in zip(results, expected):
+      self.assertEqual(without_seconds([record]), without_seconds([e_record]))
+      # A run that had finished before the stop comes back as its record alone.
+      self.assertEqual(variables is None, record['stop_epoch'] < first_stop + 2)
 
 
 class DivergenceTest(absltest.TestCase):
 
   def test_divergence_is_recorded_with_its_epoch(self):
     config = small_config(**{'optimizer.name': 'sgd', 'optimizer.learning_rate': 1e30})
-    record, history, _ = train.Runner(config, digits()).fit(0)
+    record, history, _ = train.fit(config, digits(), 0)
     first_bad = next(r['epoch'] for r in history if not math.isfinite(r['train_loss']))
     self.assertTrue(record['diverged'])
     self.assertEqual(record['stop_reason'], 'non_finite')

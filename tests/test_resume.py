@@ -1,5 +1,6 @@
 """Resume: killed (SIGKILL), stopped (SIGTERM / SIGINT) and rerun comparisons end bit for bit
-like an uninterrupted one; a workdir is resumed only by its own config."""
+like an uninterrupted one, run by run or as one vmapped program; a workdir is resumed
+only by its own config."""
 
 import copy
 import glob
@@ -13,13 +14,12 @@ import tempfile
 import time
 
 from absl.testing import absltest
-import chex
 import numpy as np
 
 from regjax import checkpointing
 from regjax import experiment
-from regjax import train
-from regjax.data import load_dataset
+from regjax import variants
+from regjax import workdir as workdir_lib
 from regjax.errors import ConfigError
 from tests import helpers
 from tests.test_main import ROOT, load_config
@@ -32,7 +32,8 @@ CLI = ['--config=configs/base.py:smoke',
 # The same comparison as a script that checkpoints whenever the last save is written, so
 # that a kill can land in the middle of an asynchronous save.
 SCRIPT = ('import sys; from regjax import experiment; from tests import test_resume; '
-          'experiment.run(test_resume.make_config(), sys.argv[1], checkpoint_every_s=0)')
+          'experiment.run(getattr(test_resume, sys.argv[2])(), sys.argv[1], '
+          'checkpoint_every_s=0)')
 
 
 def make_config():
@@ -41,6 +42,17 @@ def make_config():
   for dotted, value in OVERRIDES.items():
     section, field = dotted.split('.')
     config[section][field] = value
+  return config
+
+
+def make_vectorized_config():
+  """2 variants x 2 seeds as ONE vmapped program of 4 runs. Measured: the 'fast' runs
+  stop at epochs 69 and 80 (patience 30), the others run all 200 epochs, so the program
+  shrinks from 4 lanes to 2 on the way."""
+  config = make_config()
+  config.train.vectorize = 'always'
+  config.early_stopping.patience = 30
+  variants.set_variants(config, baseline={}, fast={'optimizer.learning_rate': 1e-2})
   return config
 
 
@@ -54,7 +66,8 @@ def wait_for_checkpoint(workdir: str, proc: subprocess.Popen, timeout: float = 3
   """Returns once the first checkpoint is committed: training is under way."""
   end = time.monotonic() + timeout
   while time.monotonic() < end:
-    if glob.glob(os.path.join(workdir, 'checkpoints', '*', 'seed_*', '[0-9]*')):
+    if (glob.glob(os.path.join(workdir, 'checkpoints', '*', 'seed_*', '[0-9]*'))
+        or glob.glob(os.path.join(workdir, 'checkpoints', 'group-*', '[0-9]*'))):
       return
     if proc.poll() is not None:
       raise AssertionError(f'finished before a checkpoint: {proc.stderr.read()[-2000:]}')
@@ -76,16 +89,10 @@ def outcome(workdir: str):
   return strip(results['records']), strip(results['summary']), strip(metrics)
 
 
-def final_states(workdir: str, config):
-  """{seed: (epochs, TrainState, EarlyStoppingState)} of each run's final checkpoint."""
-  runner = train.Runner(config, load_dataset(config.data))
-  out = {}
-  for seed in range(config.seed, config.seed + config.seeds):
-    directory = checkpointing.run_dir(workdir, 'baseline', seed)
-    with checkpointing.RunCheckpoints(directory) as ckpt:
-      restored = ckpt.restore(*runner._init(seed)[:2])
-    out[seed] = (restored.epoch, restored.state, restored.es_state)
-  return out
+def reported_weights(workdir: str) -> dict[str, str]:
+  """{run folder: sha256 of its reported weights file} of a finished workdir."""
+  snap = helpers.snapshot(workdir)
+  return {k: v for k, v in snap.items() if k.endswith(workdir_lib.VARIABLES_FILE)}
 
 
 class ResumeTest(absltest.TestCase):
@@ -97,21 +104,20 @@ class ResumeTest(absltest.TestCase):
     cls.reference = tempfile.mkdtemp()
     experiment.run(cls.config, cls.reference, log=quiet)
     cls.reference_outcome = outcome(cls.reference)
-    cls.reference_states = final_states(cls.reference, cls.config)
+    cls.reference_weights = reported_weights(cls.reference)
 
   def assert_same_as_reference(self, workdir):
     got = outcome(workdir)
     self.assertLen(got[2], self.config.seeds * self.config.train.epochs)  # No dupes.
     self.assertEqual(got, self.reference_outcome)
-    states = final_states(workdir, self.config)
-    for seed, (epoch, state, es_state) in self.reference_states.items():
-      self.assertEqual(states[seed][0], epoch)
-      chex.assert_trees_all_equal(states[seed][1], state)
-      chex.assert_trees_all_equal(states[seed][2], es_state)
+    # The reported weights too, bit for bit; and a finished comparison keeps no
+    # checkpoints.
+    self.assertEqual(reported_weights(workdir), self.reference_weights)
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'checkpoints')))
 
   def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(self):
     workdir = tempfile.mkdtemp()
-    proc = start('-c', SCRIPT, workdir)
+    proc = start('-c', SCRIPT, workdir, 'make_config')
     wait_for_checkpoint(workdir, proc)
     time.sleep(np.random.default_rng(6).uniform(0.0, 1.0))
     proc.kill()
@@ -130,7 +136,7 @@ class ResumeTest(absltest.TestCase):
     seen = []
     for line in proc.stderr:  # Progress lines come every 10 epochs.
       seen.append(line)
-      if '[baseline seed 1/2] epoch  10' in line:
+      if '[baseline seed 0] epoch  10' in line:
         proc.send_signal(signal.SIGTERM)
         break
     _, rest = proc.communicate(timeout=300)
@@ -146,7 +152,8 @@ class ResumeTest(absltest.TestCase):
     # The epoch in flight finished and was saved, whatever the timed saves had done.
     epochs_done = int(match.group(1))
     self.assertBetween(epochs_done, 11, self.config.train.epochs - 1)
-    self.assertIn(str(epochs_done), os.listdir(checkpointing.run_dir(workdir, 'baseline', 0)))
+    self.assertIn(str(epochs_done), os.listdir(
+        workdir_lib.checkpoint_dir(workdir, [('baseline', 0)])))
     self.assertFalse(os.path.exists(os.path.join(workdir, 'results.json')))
     # Resumed by the same command (here in-process: config.json must match).
     experiment.run(self.config, workdir, log=quiet)
@@ -158,7 +165,7 @@ class ResumeTest(absltest.TestCase):
 
     def log(line):
       lines.append(line)
-      if 'seed 2/2] epoch  10' in line:
+      if '[baseline seed 1] epoch  10' in line:
         os.kill(os.getpid(), signal.SIGINT)  # As Ctrl-C would, in the second run.
 
     with self.assertRaises(checkpointing.Preempted) as ctx:
@@ -169,11 +176,12 @@ class ResumeTest(absltest.TestCase):
     self.assertIn('in baseline seed 1, checkpointed after 11 epochs', lines[-1])
     lines.clear()
     experiment.run(self.config, workdir, log=lines.append)
-    self.assertIn('[baseline seed 2/2] resuming from its checkpoint after 11 epochs',
+    self.assertIn('[baseline seed 1] resuming from its checkpoint after 11 epochs',
                   '\n'.join(lines))
     self.assertTrue(lines[0].startswith('Computing on '), lines[0])  # Where it computes.
-    self.assertIn('[1/2] baseline seed 0: test_acc', lines[1])
-    self.assertTrue(lines[1].endswith('done earlier'))
+    self.assertIn('2 runs as 2 programs', lines[1])  # And how runs are placed.
+    self.assertIn('[1/2] baseline seed 0: test_acc', lines[2])
+    self.assertTrue(lines[2].endswith('done earlier'))
     self.assert_same_as_reference(workdir)
 
   def test_same_config_twice_gives_identical_numbers_then_just_reports(self):
@@ -184,15 +192,74 @@ class ResumeTest(absltest.TestCase):
     lines = []
     again = experiment.run(self.config, workdir, log=lines.append)
     self.assertEqual(again['table'], first['table'])
-    # Where it computes, then one line per finished run: no training, no progress lines.
-    self.assertLen(lines, 1 + self.config.seeds)
+    # Where it computes and how, then one line per finished run: no training, no
+    # progress lines.
+    self.assertLen(lines, 2 + self.config.seeds)
     self.assertTrue(lines[0].startswith('Computing on '), lines[0])
-    self.assertTrue(all(line.endswith('; done earlier') for line in lines[1:]), lines)
+    self.assertTrue(all(line.endswith('; done earlier') for line in lines[2:]), lines)
     after = helpers.snapshot(workdir)
     for name in ('results.json', 'metrics.jsonl', 'config.json'):
       self.assertEqual(after[name], before[name])
-    self.assertEqual({k: v for k, v in after.items() if k.startswith('checkpoints')},
-                     {k: v for k, v in before.items() if k.startswith('checkpoints')})
+    self.assertEqual({k: v for k, v in after.items() if k.startswith('runs')},
+                     {k: v for k, v in before.items() if k.startswith('runs')})
+
+
+class VectorizedResumeTest(absltest.TestCase):
+  """A vmapped comparison is checkpointed like a single run (train.vectorize=always)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.config = make_vectorized_config()
+    cls.reference = tempfile.mkdtemp()
+    lines = []
+    experiment.run(cls.config, cls.reference, log=lines.append)
+    assert '4 runs as 1 program' in lines[1], lines[1]
+    cls.reference_outcome = outcome(cls.reference)
+    cls.reference_weights = reported_weights(cls.reference)
+
+  def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(self):
+    rng = np.random.default_rng(11)
+    for attempt in range(2):  # Early (4 lanes) and later (maybe after compaction).
+      with self.subTest(attempt=attempt):
+        workdir = tempfile.mkdtemp()
+        proc = start('-c', SCRIPT, workdir, 'make_vectorized_config')
+        wait_for_checkpoint(workdir, proc)
+        time.sleep(rng.uniform(0.0, 1.0) + 3.0 * attempt)
+        proc.kill()
+        proc.communicate()
+        self.assertEqual(proc.returncode, -signal.SIGKILL)
+        for path in glob.glob(os.path.join(workdir, '**', '*.json'), recursive=True):
+          with open(path) as f:
+            json.load(f)
+        lines = []
+        experiment.run(self.config, workdir, log=lines.append)
+        self.assertIn('resuming from its checkpoint after', '\n'.join(lines))
+        self.assertEqual(outcome(workdir), self.reference_outcome)
+        self.assertEqual(reported_weights(workdir), self.reference_weights)
+        self.assertFalse(os.path.exists(os.path.join(workdir, 'checkpoints')))
+
+  def test_sigint_checkpoints_the_program_and_resumes_bitwise(self):
+    workdir = tempfile.mkdtemp()
+    lines = []
+
+    def log(line):
+      lines.append(line)
+      if '[fast seed 1] epoch  80' in line:  # The fast runs have stopped: 2 lanes left.
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with self.assertRaises(checkpointing.Preempted) as ctx:
+      experiment.run(self.config, workdir, log=log)
+    self.assertEqual(ctx.exception.code, 130)
+    self.assertIn('in a program of 4 runs, checkpointed after 81 epochs', lines[-1])
+    # The two fast runs finished before the stop and are kept.
+    self.assertLen(glob.glob(os.path.join(workdir, 'runs', 'fast', 'seed_*',
+                                          workdir_lib.RESULT_FILE)), 2)
+    lines.clear()
+    experiment.run(self.config, workdir, log=lines.append)
+    self.assertIn('resuming from its checkpoint after 81 epochs', '\n'.join(lines))
+    self.assertEqual(outcome(workdir), self.reference_outcome)
+    self.assertEqual(reported_weights(workdir), self.reference_weights)
 
 
 class WorkdirClaimTest(absltest.TestCase):
