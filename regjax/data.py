@@ -9,7 +9,9 @@ Sources (`data.name`):
   fashion_mnist  there (.gz or uncompressed); with `data.dir` empty, through TFDS.
   tfds:NAME      Any TFDS image-classification dataset with `image` and `label` features
                  and train/test splits.
-  npz:PATH       A .npz file with x_train, y_train, x_test, y_test.
+  npz:PATH       A .npz file with x_train, y_train, x_test, y_test. x: (N, D), (N, H, W)
+                 or (N, H, W, C); uint8 is scaled to [0, 1], other dtypes keep their
+                 values (see `_load_npz` and README.md, "MNIST and other data").
 `data.dir` is read only by mnist and fashion_mnist.
 
 Splits. The official training split is the pool; the official test split is the test set
@@ -28,7 +30,10 @@ and is never touched by splitting, subsampling or label noise. With
      test labels are never changed.
 `round` is Python's (half to even). The same `split_seed` gives identical arrays.
 
-Images are float32 in [0, 1], shape (N, H, W, C); labels are int32 in [0, num_classes).
+Model inputs are float32 of shape (N, H, W, C): images in [0, 1] (uint8 images are stored
+as uint8 and decoded when used); an npz file may instead give a feature table (N, D), and
+its non-uint8 values are kept unchanged, in any finite range. Labels are int32 in
+[0, num_classes).
 The arrays of a `Dataset` are read-only, so a dataset shared by several runs cannot be
 changed by one of them.
 """
@@ -69,8 +74,9 @@ class Dataset:
   Attributes:
     name: the `data.name` it was loaded from.
     num_classes: labels are int32 in [0, num_classes).
-    pool: (N_pool, ...) the official training split's inputs, uint8 (images, decoded to
-      [0, 1]) or float32 (used as they are).
+    pool: (N_pool, ...) the official training split's inputs: uint8 images (decoded to
+      [0, 1]) or float32 values used as they are (images, or (N, D) feature tables from
+      an npz file, in any finite range).
     pool_labels: (N_pool,) int32 clean labels of the pool.
     train_idx: (n_train,) int32 pool rows used for training.
     y_train: (n_train,) int32 their training labels (label noise applied).
@@ -149,7 +155,8 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class _Raw:
-  """A source before splitting: images (N, H, W, C) uint8 or float32 in [0, 1]."""
+  """A source before splitting: inputs (N, ...) as stored (uint8 images, or float
+  values), int labels, and the class count."""
   x_pool: np.ndarray
   y_pool: np.ndarray
   x_test: np.ndarray
@@ -458,7 +465,14 @@ def _short_reason(e: BaseException) -> str:
 
 
 def _load_npz(path: str, value: str) -> _Raw:
-  """x_train, y_train, x_test, y_test from a .npz, checked and with a channel axis."""
+  """x_train, y_train, x_test, y_test from a .npz, checked (README: "MNIST and other data").
+
+  x: shape (N, D) (a feature table), (N, H, W) or (N, H, W, C). uint8 is returned as is
+  and scaled to [0, 1] by 1/255 later (images); any other integer or float dtype is
+  returned as float32 with its values unchanged (any finite range). (N, H, W) gets a
+  channel axis; (N, D) keeps its shape, so an MLP sees exactly D inputs. y: integer
+  labels >= 0, shape (N,); num_classes = max label + 1 over both splits.
+  """
   def fail(problem: str) -> ConfigError:
     return ConfigError('data.name', value, problem)
 
@@ -476,19 +490,26 @@ def _load_npz(path: str, value: str) -> _Raw:
   xs = {}
   for split in ('train', 'test'):
     x, y = arrays[f'x_{split}'], arrays[f'y_{split}']
+    if x.ndim not in (2, 3, 4) or min(x.shape[1:], default=0) < 1:
+      raise fail(f'x_{split} has shape {x.shape}; expected (N, D) features, (N, H, W) or '
+                 '(N, H, W, C) images, each dimension after N >= 1')
+    # bool is not np.integer; complex, strings and datetimes are not numbers to train on.
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+      raise fail(f'x_{split} is {x.dtype}; expected uint8 images (0..255) or integer or '
+                 'float features')
+    if x.dtype != np.uint8:
+      # Converted here, not by the caller, so that float64 values beyond float32's range
+      # (which would become inf) are reported instead of trained on.
+      with np.errstate(over='ignore'):  # Overflow becomes inf, reported just below.
+        x32 = x.astype(np.float32, copy=False)
+      if not np.all(np.isfinite(x32)):
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+          raise fail(f'x_{split} has NaN or infinite values')
+        raise fail(f"x_{split} has values beyond float32's range (|x| > "
+                   f'{np.finfo(np.float32).max:g})')
+      x = x32
     if x.ndim == 3:
       x = x[..., None]
-    if x.ndim != 4 or min(x.shape[1:], default=0) < 1:
-      raise fail(f"x_{split} has shape {arrays[f'x_{split}'].shape}; expected (N, H, W) "
-                 'or (N, H, W, C)')
-    if x.dtype != np.uint8:
-      if not np.issubdtype(x.dtype, np.floating):
-        raise fail(f'x_{split} is {x.dtype}; expected uint8 (0..255) or float in [0, 1]')
-      if not np.all(np.isfinite(x)):
-        raise fail(f'x_{split} has NaN or infinite values')
-      if x.size and (x.min() < 0 or x.max() > 1):
-        raise fail(f'x_{split} spans [{x.min():g}, {x.max():g}]; float images must be in '
-                   '[0, 1]')
     if y.ndim != 1 or len(y) != len(x):
       raise fail(f'y_{split} has shape {y.shape}; expected ({len(x)},) to match x_{split}')
     if not np.issubdtype(y.dtype, np.integer):
@@ -498,8 +519,14 @@ def _load_npz(path: str, value: str) -> _Raw:
     if y.min() < 0:
       raise fail(f'y_{split} has a negative label ({y.min()}); labels must be >= 0')
     xs[split] = x
+  # uint8 is scaled by 1/255 and everything else is not, so mixing them would give the
+  # two splits different scales.
+  if (arrays['x_train'].dtype == np.uint8) != (arrays['x_test'].dtype == np.uint8):
+    raise fail(f"x_train is {arrays['x_train'].dtype} but x_test is "
+               f"{arrays['x_test'].dtype}; both must be uint8 (images scaled to [0, 1]) "
+               'or both not (values kept)')
   if xs['train'].shape[1:] != xs['test'].shape[1:]:
-    raise fail(f"x_train images are {xs['train'].shape[1:]} but x_test images are "
+    raise fail(f"x_train examples are {xs['train'].shape[1:]} but x_test examples are "
                f"{xs['test'].shape[1:]}")
   num_classes = int(max(arrays['y_train'].max(), arrays['y_test'].max())) + 1
   return _Raw(xs['train'], arrays['y_train'], xs['test'], arrays['y_test'], num_classes)

@@ -432,19 +432,94 @@ class NpzTest(parameterized.TestCase):
     np.testing.assert_array_equal(ids(small.x_train), train_ids[:20])
     np.testing.assert_array_equal(full.x_test, x[:5])
 
+  @parameterized.parameters(np.float64, np.float32, np.int64, np.int16)
+  def test_feature_table_in_any_range_loads_unchanged(self, dtype):
+    # Each row's first feature is its index, so rows can be followed through the split;
+    # the other values are far outside [0, 1] and negative.
+    n, d = 50, 4
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.arange(n)[:, None], rng.integers(-3000, 3000, (n, d - 1))],
+                       axis=1).astype(dtype)
+    x_test = rng.integers(-5000, 5000, (7, d)).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+      x_test /= 4  # Fractions too.
+    path = self._write(x_train=x, y_train=np.arange(n) % 2, x_test=x_test,
+                       y_test=np.array([0, 1, 1, 0, 0, 1, 0], np.uint8))
+    ds = data.load_dataset(_config(name=f'npz:{path}', validation_fraction=0.2))
+    chex.assert_shape(ds.x_train, (40, d))
+    chex.assert_shape(ds.x_val, (10, d))
+    chex.assert_shape(ds.x_test, (7, d))
+    for split in (ds.x_train, ds.x_val, ds.x_test):
+      self.assertEqual(split.dtype, np.float32)
+    np.testing.assert_array_equal(ds.x_test, x_test.astype(np.float32))
+    rows = np.concatenate([ds.x_train, ds.x_val])
+    np.testing.assert_array_equal(rows[np.argsort(rows[:, 0])], x.astype(np.float32))
+    np.testing.assert_array_equal(ds.y_train, ds.x_train[:, 0].astype(int) % 2)
+    self.assertEqual(ds.num_classes, 2)
+
+  def test_float_images_outside_unit_range_keep_values_and_get_a_channel(self):
+    x = np.linspace(-2.5, 300.0, 6 * 3 * 2).reshape(6, 3, 2)
+    path = self._write(x_train=x, y_train=np.zeros(6, np.int32), x_test=x[:2] * -1,
+                       y_test=np.array([0, 3]))
+    ds = data.load_dataset(_config(name=f'npz:{path}', validation_fraction=0.0))
+    chex.assert_shape(ds.x_test, (2, 3, 2, 1))
+    np.testing.assert_array_equal(ds.x_test[..., 0], (x[:2] * -1).astype(np.float32))
+    self.assertEqual(ds.num_classes, 4)
+
+  def test_uint8_feature_table_is_scaled_like_images(self):
+    x = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    path = self._write(x_train=x, y_train=np.array([0, 1, 0]), x_test=x,
+                       y_test=np.array([0, 1, 0]))
+    ds = data.load_dataset(_config(name=f'npz:{path}', validation_fraction=0.0))
+    np.testing.assert_allclose(ds.x_test, x / 255.0, rtol=1e-6)
+
+  def test_mlp_learns_a_separable_feature_table(self):
+    # 3 well separated Gaussian blobs in 6 features of scale ~10, far outside [0, 1]: an
+    # MLP that receives the (N, D) table as is reaches far above chance (1/3).
+    from regjax import train  # Lazy: only this test needs JAX training.
+    rng = np.random.default_rng(0)
+    centers = rng.uniform(-30.0, 30.0, (3, 6))
+    def table(n):
+      y = rng.integers(0, 3, n)
+      return centers[y] + rng.normal(0.0, 3.0, (n, 6)), y
+    x_train, y_train = table(600)
+    x_test, y_test = table(200)
+    path = self._write(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    config = schema.default_config()
+    config.data.name = f'npz:{path}'
+    config.model.widths = (32,)
+    config.train.epochs = 3
+    config.train.batch_size = 32
+    ds = data.load_dataset(config.data)
+    chex.assert_shape(ds.x_train, (540, 6))
+    record, history, variables = train.fit(config, ds, seed=0)
+    self.assertLen(history, 3)
+    # The first Dense sees the 6 features as they are, not a flattened image.
+    chex.assert_shape(variables['params']['Dense_0']['kernel'], (6, 32))
+    self.assertGreater(record['test_accuracy'], 0.9)
+
   def test_bad_files(self):
     good = dict(x_train=np.zeros((4, 3, 3), np.uint8), y_train=np.array([0, 1, 0, 1]),
                 x_test=np.zeros((2, 3, 3), np.uint8), y_test=np.array([0, 1]))
     cases = [
         (dict(y_test=None), 'lacks y_test'),
-        (dict(x_train=np.zeros((4, 9), np.uint8)), 'x_train has shape (4, 9)'),
+        (dict(x_train=np.zeros(4, np.uint8)), 'x_train has shape (4,); expected (N, D)'),
+        (dict(x_train=np.zeros((4, 3, 3, 1, 1), np.uint8)),
+         'x_train has shape (4, 3, 3, 1, 1)'),
+        (dict(x_train=np.zeros((4, 0), np.uint8)), 'x_train has shape (4, 0)'),
         (dict(y_train=np.array([0, 1, 0])), 'y_train has shape (3,); expected (4,)'),
-        (dict(x_test=np.full((2, 3, 3), np.nan, np.float32)), 'x_test has NaN'),
-        (dict(x_train=np.full((4, 3, 3), 2.0)), 'x_train spans [2, 2]'),
+        (dict(x_train=np.zeros((4, 3, 3), np.float32),
+              x_test=np.full((2, 3, 3), np.nan, np.float32)), 'x_test has NaN'),
+        (dict(x_train=np.full((4, 3, 3), 1e300), x_test=np.zeros((2, 3, 3))),
+         "x_train has values beyond float32's range"),
         (dict(y_train=np.array([0, -1, 0, 1])), 'y_train has a negative label (-1)'),
         (dict(y_train=np.array([0.0, 1.0, 0.0, 1.0])), 'y_train is float64'),
-        (dict(x_train=np.zeros((4, 3, 3), np.int64)), 'x_train is int64'),
-        (dict(x_test=np.zeros((2, 4, 4), np.uint8)), 'x_train images are (3, 3, 1)'),
+        (dict(x_train=np.zeros((4, 3, 3), bool)), 'x_train is bool'),
+        # uint8 is scaled by 1/255, other dtypes are not: a mix would split the scales.
+        (dict(x_train=np.zeros((4, 3, 3), np.int64)),
+         'x_train is int64 but x_test is uint8; both must be uint8'),
+        (dict(x_test=np.zeros((2, 4, 4), np.uint8)),
+         'x_train examples are (3, 3, 1) but x_test examples are (4, 4, 1)'),
         (dict(x_train=np.zeros((0, 3, 3), np.uint8), y_train=np.zeros(0, np.int64)),
          'x_train and y_train are empty'),
         (dict(y_train=np.array([None] * 4, dtype=object)), 'cannot read'),
