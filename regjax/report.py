@@ -12,8 +12,10 @@ Inputs:
 
 Statistics: the runner gives every variant the same initialisation and data order for the
 same seed, so variant and baseline runs with equal seeds are paired and the comparison is
-a paired t-test / t-interval on the per-seed differences of test accuracy. Pairing removes
-the seed-to-seed variance that both runs share, which is usually most of it.
+made on the per-seed differences of test accuracy. Pairing removes the seed-to-seed
+variance that both runs share, which is usually most of it. Each row gets a t-interval and
+a sign-flip permutation p; the table's rows are one family, adjusted by Holm (p) and
+Bonferroni (simultaneous intervals). regjax/stats.py explains the choices and their limits.
 
 Files are written atomically (temp file in the same folder, flush + fsync, os.replace) so a
 crash or a failed serialization never leaves a half-written results file behind.
@@ -33,8 +35,8 @@ import matplotlib
 from matplotlib import figure as mpl_figure
 from matplotlib.backends import backend_agg
 import numpy as np
-from scipy import stats
 
+from regjax import stats as paired_stats
 from regjax.errors import ConfigError
 
 RESULTS_JSON = 'results.json'
@@ -45,7 +47,8 @@ METRICS_JSONL = 'metrics.jsonl'
 SUMMARY_KEYS = (
     'variant', 'baseline', 'confidence', 'n', 'n_paired', 'diverged',
     'test_acc_mean', 'test_acc_std',
-    'diff_mean', 'diff_ci_low', 'diff_ci_high', 'p_value', 'significant',
+    'diff_mean', 'diff_ci_low', 'diff_ci_high', 'adj_ci_low', 'adj_ci_high',
+    'p_value', 'p_t', 'p_adjusted', 'significant',
     'train_acc_mean', 'gap_mean', 'gap_std',
     'best_epoch_mean', 'stop_epoch_mean', 'zero_fraction_mean', 'weight_l2_mean',
     'seconds_per_epoch_mean',
@@ -156,26 +159,22 @@ def _field(records: Sequence[Mapping[str, Any]], key: str) -> list[float]:
   return [math.nan if r.get(key) is None else float(r[key]) for r in records]
 
 
-def _paired_test(diffs: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
-  """Returns (mean, ci_low, ci_high, p_value) of a paired t-test on per-seed differences.
+def _comparison(diffs: np.ndarray, confidence: float) -> dict[str, float]:
+  """Per-variant statistics of its paired differences, before the table-wide adjustment.
 
   Args:
-    diffs: shape [n_paired], variant minus baseline, same unit as the inputs (fractions).
-    confidence: two-sided confidence level of the interval, in (0, 1).
+    diffs: shape [n_paired], variant minus baseline test accuracy (fractions).
+    confidence: two-sided level of the interval, in (0, 1).
+
+  Returns:
+    {'diff_mean', 'diff_ci_low', 'diff_ci_high', 'p_value', 'p_t'}: the t-interval (a
+    point for zero spread), the sign-flip p and the t-test p; NaN p with < 2 pairs,
+    where no test can be informative and the row stays out of Holm's m.
   """
-  n = diffs.shape[0]
-  if n == 0:
-    return math.nan, math.nan, math.nan, math.nan
-  mean = float(np.mean(diffs))
-  if n < 2:
-    return mean, math.nan, math.nan, math.nan
-  if np.all(diffs == diffs[0]):
-    # Zero spread: scipy's t statistic is 0/0. The limit is a point interval, and the
-    # difference is certain (p=0) unless it is exactly zero (p=1).
-    return mean, mean, mean, (1.0 if mean == 0.0 else 0.0)
-  result = stats.ttest_1samp(diffs, 0.0)
-  ci = result.confidence_interval(confidence_level=confidence)
-  return mean, float(ci.low), float(ci.high), float(result.pvalue)
+  mean, low, high = paired_stats.t_interval(diffs, confidence)
+  p = paired_stats.sign_flip_test(diffs) if diffs.shape[0] >= 2 else math.nan
+  return {'diff_mean': mean, 'diff_ci_low': low, 'diff_ci_high': high, 'p_value': p,
+          'p_t': paired_stats.t_test_p(diffs)}
 
 
 def summarize(records: Sequence[Mapping[str, Any]], baseline: str,
@@ -186,9 +185,20 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline: str,
   'diverged' and left out of every mean and of the paired difference; 'n' counts the
   seeds that remain. The difference (variant - baseline test accuracy, a fraction) is
   paired by seed: seeds that have a usable run for only one of the two are dropped from
-  it, and 'n_paired' counts the seeds used. With n_paired < 2 there is no interval
-  (NaN) and the row is never 'significant'. The baseline row has diff_mean 0 and NaN
-  interval and p-value.
+  it, and 'n_paired' counts the seeds used.
+
+  Statistics of the difference (regjax/stats.py says why these):
+    * 'diff_ci_low'/'diff_ci_high': `confidence` t-interval, one row at a time; a point
+      when every pair differs by the same amount.
+    * 'p_value': two-sided paired sign-flip permutation test (exact up to 20 pairs, never
+      below 2 / 2^n_paired); 'p_t': the paired t-test p, for reference (NaN at zero spread).
+    * 'p_adjusted': Holm over the m non-baseline rows that have a p, so the table as a
+      whole controls the chance of any false '*' at 1 - confidence.
+    * 'adj_ci_low'/'adj_ci_high': Bonferroni t-interval over the same m rows (level
+      1 - (1 - confidence) / m): all m intervals hold together at `confidence`.
+    * 'significant': p_adjusted < 1 - confidence.
+  With n_paired < 2 there is no interval and no p (NaN) and the row is never
+  'significant'. The baseline row has diff_mean 0 and NaN intervals and p-values.
 
   Args:
     records: run records, one per (variant, seed).
@@ -216,8 +226,9 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline: str,
     return {int(r['seed']): float(r['test_accuracy'])
             for r in by_variant[variant] if not _is_diverged(r)}
 
+  nan = math.nan
   base_acc = usable_by_seed(baseline)
-  rows = []
+  rows, diffs_of = [], {}
   for variant, runs in by_variant.items():
     ok = [r for r in runs if not _is_diverged(r)]
     test_acc = _field(ok, 'test_accuracy')
@@ -226,11 +237,12 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline: str,
     acc = usable_by_seed(variant)
     paired_seeds = sorted(set(acc) & set(base_acc))
     if variant == baseline:
-      diff = (0.0, math.nan, math.nan, math.nan)
+      comparison = {'diff_mean': 0.0, 'diff_ci_low': nan, 'diff_ci_high': nan,
+                    'p_value': nan, 'p_t': nan}
     else:
-      diffs = np.array([acc[s] - base_acc[s] for s in paired_seeds], dtype=np.float64)
-      diff = _paired_test(diffs, confidence)
-    low, high = diff[1], diff[2]
+      diffs_of[variant] = np.array([acc[s] - base_acc[s] for s in paired_seeds],
+                                   dtype=np.float64)
+      comparison = _comparison(diffs_of[variant], confidence)
     rows.append({
         'variant': variant,
         'baseline': baseline,
@@ -240,12 +252,11 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline: str,
         'diverged': len(runs) - len(ok),
         'test_acc_mean': _mean(test_acc),
         'test_acc_std': _std(test_acc),
-        'diff_mean': diff[0],
-        'diff_ci_low': low,
-        'diff_ci_high': high,
-        'p_value': diff[3],
-        # NaN compares False, so a missing interval is never significant.
-        'significant': bool(low > 0.0 or high < 0.0),
+        **comparison,
+        'adj_ci_low': nan,
+        'adj_ci_high': nan,
+        'p_adjusted': nan,
+        'significant': False,
         'train_acc_mean': _mean(train_acc),
         'gap_mean': _mean(gap),
         'gap_std': _std(gap),
@@ -255,6 +266,14 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline: str,
         'weight_l2_mean': _mean(_field(ok, 'weight_l2')),
         'seconds_per_epoch_mean': _mean(_field(ok, 'seconds_per_epoch')),
     })
+  # The table is one family of tests: adjust over every row that has a p.
+  tested = [r for r in rows if r['variant'] != baseline and math.isfinite(r['p_value'])]
+  adjusted = paired_stats.holm([r['p_value'] for r in tested])
+  for r, p_adj in zip(tested, adjusted):
+    _, low, high = paired_stats.bonferroni_t_interval(
+        diffs_of[r['variant']], confidence, len(tested))
+    r.update(p_adjusted=float(p_adj), adj_ci_low=low, adj_ci_high=high,
+             significant=bool(p_adj < 1.0 - confidence))
   return rows
 
 
@@ -277,36 +296,64 @@ def _fmt_pm(mean: float, std: float, scale: float) -> str:
 
 
 def _fmt_diff(row: Mapping[str, Any], baseline: str) -> str:
-  """'+0.35 [-0.10, +0.80] *' in percentage points; '*' marks a CI that excludes 0."""
+  """'+0.35 [-0.10, +0.80]': mean and per-row CI in percentage points."""
   if row['variant'] == baseline:
     return '(baseline)'
   text = _fmt(row['diff_mean'], '+.2f', 100.0)
   if math.isfinite(row['diff_ci_low']):
     text += f" [{row['diff_ci_low'] * 100:+.2f}, {row['diff_ci_high'] * 100:+.2f}]"
-  return text + (' *' if row['significant'] else '')
+  return text
+
+
+def _fmt_p(p: float | None) -> str:
+  """Two significant digits ('0.062', '0.0019', '1'); 'n/a' when missing."""
+  return _fmt(p, '.2g')
+
+
+def _p_adjusted(row: Mapping[str, Any]) -> float:
+  # Rows from before the adjustment existed (an old results.json) have no such key.
+  p = row.get('p_adjusted')
+  return math.nan if p is None else p
+
+
+def _fmt_p_adj(row: Mapping[str, Any], baseline: str) -> str:
+  """Holm-adjusted p, then '*' when it is below 1 - confidence (the row is 'significant')."""
+  if row['variant'] == baseline:
+    return ''
+  return _fmt_p(_p_adjusted(row)) + (' *' if row['significant'] else '')
 
 
 def _verdict(row: Mapping[str, Any], baseline: str) -> str:
-  """One sentence: is the difference from the baseline distinguishable from noise?"""
+  """One sentence: is the difference from the baseline distinguishable from noise?
+
+  The sentence follows the Holm-adjusted p (as '*' does), not the interval: the two can
+  disagree, e.g. 5 identical differences give a point interval but p = 0.0625.
+  """
   name = row['variant']
   level = f"{row['confidence'] * 100:g}%"
   n = row['n_paired']
-  if n < 2 or not math.isfinite(row['diff_ci_low']):
+  p, p_adj = row['p_value'], _p_adjusted(row)
+  if n < 2 or p is None or not math.isfinite(p):
     return f'{name}: cannot tell, only {n} seed(s) paired with {baseline} (need >= 2).'
   pp = row['diff_mean'] * 100
   ci = f"{level} CI [{row['diff_ci_low'] * 100:+.2f}, {row['diff_ci_high'] * 100:+.2f}]"
-  p = f"p={row['p_value']:.2g}, {n} pairs"
+  at_floor = p <= paired_stats.min_attainable_p(n) * (1 + 1e-9)
+  # Say when the test, not the data, kept a row from '*': more seeds are the only remedy.
+  floor = f' (floor for {n} pairs)' if at_floor and not row['significant'] else ''
+  ps = f'p={_fmt_p(p)}{floor}, Holm p={_fmt_p(p_adj)}; {n} pairs'
   if not row['significant']:
-    return f'{name}: within noise ({pp:+.2f} pp, {ci} includes 0; {p}).'
+    return f'{name}: within noise ({pp:+.2f} pp, {ci}; {ps}).'
   word = 'better' if pp > 0 else 'worse'
-  return f'{name}: {word} than {baseline} by {abs(pp):.2f} pp ({ci}; {p}).'
+  return f'{name}: {word} than {baseline} by {abs(pp):.2f} pp ({ci}; {ps}).'
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], baseline: str) -> str:
   """Fixed-width table of summary rows plus a legend and a verdict per variant.
 
   Accuracies are shown in percent, differences and gaps in percentage points (pp),
-  all with 2 decimals. Fits in 120 columns for variant names up to 20 characters.
+  all with 2 decimals; p-values with 2 significant digits. '*' follows the Holm-adjusted
+  p. Fits in 130 columns for variant names up to 20 characters; to make room for the two
+  p columns, seconds per epoch live only in results.csv / results.json.
 
   Args:
     rows: the output of summarize().
@@ -318,9 +365,12 @@ def format_table(rows: Sequence[Mapping[str, Any]], baseline: str) -> str:
   if not rows:
     raise ConfigError('rows', [], 'at least one summary row')
   level = f"{rows[0]['confidence'] * 100:g}%"
-  header = ('variant', 'test acc %', f'Δ vs base pp ({level} CI)', 'train %', 'gap pp',
-            'best/stop', 'zeros %', '‖w‖₂', 's/epoch', 'n (div)')
-  right = (False,) + (True,) * (len(header) - 2) + (False,)
+  alpha = 1.0 - rows[0]['confidence']
+  m = sum(1 for r in rows if r['variant'] != baseline and r['p_value'] is not None
+          and math.isfinite(r['p_value']))
+  header = ('variant', 'test acc %', f'Δ vs base pp ({level} CI)', 'p', 'p adj',
+            'train %', 'gap pp', 'best/stop', 'zeros %', '‖w‖₂', 'n (div)')
+  right = (False,) + (True,) * 3 + (False,) + (True,) * (len(header) - 6) + (False,)
   body = []
   for r in rows:
     n = str(r['n']) + (f" ({r['diverged']})" if r['diverged'] else '')
@@ -328,12 +378,13 @@ def format_table(rows: Sequence[Mapping[str, Any]], baseline: str) -> str:
         r['variant'],
         _fmt_pm(r['test_acc_mean'], r['test_acc_std'], 100.0),
         _fmt_diff(r, baseline),
+        '' if r['variant'] == baseline else _fmt_p(r['p_value']),
+        _fmt_p_adj(r, baseline),
         _fmt(r['train_acc_mean'], '.2f', 100.0),
         _fmt(r['gap_mean'], '+.2f', 100.0),
         f"{_fmt(r['best_epoch_mean'], '.1f')}/{_fmt(r['stop_epoch_mean'], '.1f')}",
         _fmt(r['zero_fraction_mean'], '.2f', 100.0),
         _fmt(r['weight_l2_mean'], '.4g'),
-        _fmt(r['seconds_per_epoch_mean'], '.3f'),
         n,
     ))
   widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
@@ -347,12 +398,14 @@ def format_table(rows: Sequence[Mapping[str, Any]], baseline: str) -> str:
   lines += [
       'test/train acc: mean ± sample std over seeds, on the restored best weights; '
       'gap = train - test acc (mean).',
-      f'Δ: test acc minus {baseline}, paired by seed (unpaired seeds dropped): mean, '
-      f'{level} t-interval; * = CI excludes 0.',
-      'best/stop: mean epoch of the kept weights / of stopping; zeros: share of weights '
-      'exactly 0; n (div): seeds',
-      'used in the means (diverged runs, left out); ‖w‖₂: weight L2 norm; s/epoch: '
-      'wall-clock seconds per epoch.',
+      f'Δ: test acc minus {baseline}, paired by seed (unpaired seeds dropped): mean and '
+      f'{level} t-interval (seed noise only).',
+      'p: two-sided paired sign-flip permutation test (exact; n pairs give p >= 2/2^n); '
+      f'p adj: Holm over the {m} compared rows;',
+      f'* = p adj < {alpha:g}. best/stop: mean epoch of the kept weights / of stopping; '
+      'zeros: share of weights exactly 0;',
+      'n (div): seeds used in the means (diverged runs, left out); ‖w‖₂: weight L2 norm '
+      '(seconds per epoch: results.csv).',
   ]
   lines += [_verdict(r, baseline) for r in rows if r['variant'] != baseline]
   return '\n'.join(lines)
