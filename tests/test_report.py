@@ -437,6 +437,193 @@ class PlotCurvesTest(absltest.TestCase):
                          metrics=('val_los',))
     self.assertEqual(cm.exception.field, 'metrics')
 
+  def test_running_counts_drop_as_seeds_stop(self):
+    epochs, counts, total = report.running_counts(_history(), 'dropout')
+    np.testing.assert_array_equal(epochs, np.arange(1, 13))
+    np.testing.assert_array_equal(counts, [3] * 5 + [2] * 3 + [1] * 4)
+    self.assertEqual(total, 3)
+
+  def test_mean_is_solid_while_half_the_runs_go_then_dashed(self):
+    # Seeds stop after 5, 8 and 12 epochs: 2 of 3 (>= half) run through epoch 8, then 1.
+    fig = report._curves_figure(_history(), ['val_loss', 'val_accuracy'], None,
+                                'configs/l2.py on digits, 30% training-label noise')
+    ax = fig.axes[0]
+    lines_by_gid = {line.get_gid(): line for line in ax.get_lines()}
+    epochs, mean, _, _ = report.mean_curve(_history(), 'baseline', 'val_loss')
+    solid, tail = lines_by_gid['solid:baseline'], lines_by_gid['tail:baseline']
+    np.testing.assert_array_equal(solid.get_xdata(), np.arange(1, 9))
+    np.testing.assert_array_equal(tail.get_xdata(), np.arange(8, 13))  # Joined at 8.
+    np.testing.assert_allclose(tail.get_ydata(), mean[7:])
+    self.assertEqual(tail.get_linestyle(), '--')
+    self.assertEqual(fig._suptitle.get_text(),
+                     'configs/l2.py on digits, 30% training-label noise')
+    fig.canvas.draw()
+    for axis in fig.axes:
+      ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+      np.testing.assert_array_equal(ticks, np.round(ticks))  # Whole epochs only.
+    # The bottom panel's step line per variant counts 3, 2, 1 (offset a hair apart).
+    count_ax = fig.axes[-1]
+    (steps,) = [line for line in count_ax.get_lines() if line.get_gid() == 'count:dropout']
+    np.testing.assert_array_equal(np.round(steps.get_ydata()), [3] * 5 + [2] * 3 + [1] * 4)
+
+  def test_no_dashed_tail_when_all_runs_last(self):
+    history = [row for row in _history() if row['epoch'] <= 5]  # All 3 seeds reach 5.
+    fig = report._curves_figure(history, ['val_loss'], None, None)
+    gids = {line.get_gid() for line in fig.axes[0].get_lines()}
+    self.assertIn('solid:baseline', gids)
+    self.assertNotIn('tail:baseline', gids)
+
+
+def _effect_rows():
+  """summarize() rows: 8 seeds, a clear gain, a null, a loss, and a one-pair variant."""
+  rng = np.random.default_rng(0)
+  base = 0.90 + 0.02 * rng.standard_normal(8)
+  accs = {'baseline': base, 'gain': base + 0.03 + 0.004 * rng.standard_normal(8),
+          'null': base + 0.01 * rng.standard_normal(8),
+          'loss': base - 0.01 + 0.01 * rng.standard_normal(8)}
+  return report.summarize(_records(accs) + [_record('lone', 0, 0.95)], 'baseline')
+
+
+class PlotEffectsTest(absltest.TestCase):
+
+  def test_rows_intervals_and_adjusted_p_in_table_order(self):
+    rows = _effect_rows()
+    fig = report._effects_figure(rows, 'my title')
+    ax, right = fig.axes
+    compared = rows[1:]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    ys = ax.get_yticks()
+    self.assertEqual([n for _, n in sorted(zip(-ys, names))],  # Top to bottom.
+                     ['gain', 'null', 'loss', 'lone'])
+    segments = {c.get_gid(): c.get_segments()[0] for c in ax.collections}
+    for y, r in zip(sorted(ys, reverse=True), compared):
+      if r['variant'] == 'lone':  # One pair: a mean, no interval.
+        self.assertNotIn('ci:lone', segments)
+        continue
+      ci, adj = segments[f"ci:{r['variant']}"], segments[f"adj_ci:{r['variant']}"]
+      np.testing.assert_allclose(ci[:, 0], [r['diff_ci_low'] * 100, r['diff_ci_high'] * 100])
+      np.testing.assert_allclose(adj[:, 0], [r['adj_ci_low'] * 100, r['adj_ci_high'] * 100])
+      np.testing.assert_allclose(ci[:, 1], [y, y])
+      self.assertLess(adj[0, 0], ci[0, 0])  # The adjusted interval is wider.
+    marks = {line.get_gid(): line for line in ax.get_lines()}
+    gain = _row(rows, 'gain')
+    self.assertAlmostEqual(marks['mean:gain'].get_xdata()[0], gain['diff_mean'] * 100)
+    self.assertTrue(gain['significant'])  # 8 gains of ~3 pp: 3 * 2/2^8 = 0.023.
+    self.assertAlmostEqual(gain['p_adjusted'], 3 * 2 / 2 ** 8)
+    self.assertEqual(marks['mean:gain'].get_markerfacecolor(), 'black')
+    self.assertEqual(marks['mean:null'].get_markerfacecolor(), 'white')
+    right_labels = dict(zip(right.get_yticks(), [t.get_text() for t in right.get_yticklabels()]))
+    self.assertEqual(right_labels[max(ys)], 'p adj 0.023 *')
+    self.assertEqual(right_labels[min(ys)], 'p adj n/a')
+    self.assertIn('vs baseline', ax.get_xlabel())
+    self.assertIn('1-8 paired replicates', ax.get_xlabel())
+    self.assertEqual(fig._suptitle.get_text(), 'my title')
+
+  def test_writes_png_atomically(self):
+    folder = _tempdir(self)
+    path = os.path.join(folder, 'effects.png')
+    self.assertEqual(report.plot_effects(_effect_rows(), path), path)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(8), PNG_MAGIC)
+    self.assertEqual(os.listdir(folder), ['effects.png'])
+
+  def test_only_a_baseline_raises(self):
+    rows = report.summarize(_records({'baseline': [0.9, 0.8]}), 'baseline')
+    with self.assertRaises(ConfigError) as cm:
+      report.plot_effects(rows, os.path.join(_tempdir(self), 'e.png'))
+    self.assertEqual(cm.exception.field, 'rows')
+
+
+def _selection_entry():
+  """L2 over 0, 1e-4, 1e-3 with 3 replicates; replicate 2 diverged at 1e-3."""
+  val = [[0.80, 0.86, 0.83], [0.82, 0.88, 0.90], [0.78, 0.84, None]]
+  test = [[0.79, 0.85, 0.82], [0.81, 0.86, 0.87], [0.77, 0.85, None]]
+  return {'variant': 'l2', 'fields': ['penalty.l2'],
+          'grid': [{'penalty.l2': v} for v in (0.0, 1e-4, 1e-3)],
+          'replicates': [{'points': [{'val_accuracy': v, 'test_accuracy': t, 'val_metric': v}
+                                     for v, t in zip(vr, tr)], 'chosen': int(c)}
+                         for vr, tr, c in zip(val, test, (1, 2, 1))]}
+
+
+class PlotSelectionTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('log_with_zero', ['penalty.l2'], [0.0, 1e-4, 1e-3, 1e-2],
+       [-5.5, -4.0, -3.0, -2.0], ['0', '0.0001', '0.001', '0.01'],
+       'penalty.l2 (log scale)'),
+      ('log_one_value_and_zero', ['penalty.l1'], [1e-3, 0],
+       [-3.0, -4.5], ['0.001', '0'], 'penalty.l1 (log scale)'),
+      ('linear_with_negative', ['x'], [-1.0, 0.0, 2.0], [-1.0, 0.0, 2.0],
+       ['-1', '0', '2'], 'x'),
+      ('not_numbers', ['optimizer.name'], ['adam', 'sgd'], [0.0, 1.0], ['adam', 'sgd'],
+       'optimizer.name'),
+  )
+  def test_grid_axis_single_field(self, fields, values, positions, labels, xlabel):
+    got = report.grid_axis(fields, [{fields[0]: v} for v in values])
+    np.testing.assert_allclose(got[0], positions, atol=1e-12)
+    self.assertEqual(got[1:], (labels, xlabel))
+
+  def test_grid_axis_several_fields_and_untuned(self):
+    grid = [{'model.dropout': d, 'optimizer.max_norm': m} for d in (0.2, 0.5) for m in (2, 4)]
+    pos, labels, xlabel = report.grid_axis(['model.dropout', 'optimizer.max_norm'], grid)
+    np.testing.assert_array_equal(pos, [0, 1, 2, 3])
+    self.assertEqual(labels, ['0.2/2', '0.2/4', '0.5/2', '0.5/4'])
+    self.assertEqual(xlabel, 'model.dropout / optimizer.max_norm')
+    pos, labels, _ = report.grid_axis([], [{}])
+    self.assertEqual((pos.tolist(), labels), ([0.0], ['untuned']))
+
+  def test_means_bands_and_chosen_points(self):
+    fig = report._selection_figure([_selection_entry()], None)
+    ax = fig.axes[0]
+    lines_by_gid = {line.get_gid(): line for line in ax.get_lines()}
+    val = lines_by_gid['val_accuracy:l2']
+    # x: 0 at 1.5 grid steps (decades) left of 1e-4, then 1e-4, 1e-3; the diverged point
+    # is left out of its mean.
+    np.testing.assert_allclose(val.get_xdata(), [-5.5, -4.0, -3.0])
+    np.testing.assert_allclose(val.get_ydata(), [80.0, 86.0, 86.5])
+    test = lines_by_gid['test_accuracy:l2']
+    np.testing.assert_allclose(test.get_ydata(), [79.0, 85.333333333, 84.5])
+    # The band: min and max over the replicates that have a value, in grid order.
+    bands = [c for c in ax.collections if not c.get_gid()]
+    self.assertLen(bands, 2)
+    ys = bands[0].get_paths()[0].vertices[:, 1]
+    for want in (78.0, 84.0, 83.0, 82.0, 88.0, 90.0):
+      self.assertTrue(np.any(np.isclose(ys, want)), want)
+    self.assertFalse(np.any(np.isclose(ys, 80.0)))  # A mean, not an edge.
+    chosen = {c.get_gid(): c.get_offsets() for c in ax.collections if c.get_gid()}
+    np.testing.assert_allclose(chosen['chosen_val_accuracy:l2'],
+                               [[-4.0, 86.0], [-3.0, 90.0], [-4.0, 84.0]])
+    np.testing.assert_allclose(chosen['chosen_test_accuracy:l2'],
+                               [[-4.0, 85.0], [-3.0, 87.0], [-4.0, 85.0]])
+    self.assertEqual([t.get_text() for t in ax.get_xticklabels()],
+                     ['0', '0.0001\n2/3', '0.001\n1/3'])
+
+  def test_writes_png_with_untuned_and_two_field_variants(self):
+    entry = _selection_entry()
+    untuned = {'variant': 'baseline', 'fields': [], 'grid': [{}],
+               'replicates': [{'points': [{'val_accuracy': 0.8, 'test_accuracy': 0.79}],
+                               'chosen': 0}] * 3}
+    grid = [{'a': 0.2, 'b': 2}, {'a': 0.5, 'b': 2}, {'a': 0.5, 'b': 4}]
+    two = dict(entry, variant='two', fields=['a', 'b'], grid=grid)
+    folder = _tempdir(self)
+    path = os.path.join(folder, 'selection.png')
+    self.assertEqual(report.plot_selection([entry, untuned, two], path, title='t'), path)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(8), PNG_MAGIC)
+    self.assertEqual(os.listdir(folder), ['selection.png'])
+
+  @parameterized.named_parameters(
+      ('chosen_out_of_range', lambda e: e['replicates'][0].update(chosen=3)),
+      ('points_length', lambda e: e['replicates'][1]['points'].pop()),
+      ('grid_lacks_field', lambda e: e['grid'][0].pop('penalty.l2')),
+      ('no_replicates', lambda e: e.update(replicates=[])),
+  )
+  def test_bad_selection_raises_config_error(self, corrupt):
+    entry = _selection_entry()
+    corrupt(entry)
+    with self.assertRaises(ConfigError):
+      report.plot_selection([entry], os.path.join(_tempdir(self), 's.png'))
+
 
 class AtomicWriteTest(absltest.TestCase):
 
