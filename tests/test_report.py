@@ -1,4 +1,4 @@
-"""Tests for regjax.report: paired statistics, table, results files, curves, atomicity."""
+"""Tests for regjax.report: paired statistics, table, results files, plots, atomicity."""
 
 import csv
 import json
@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats
 
 from regjax import report
+from regjax import stats as paired_stats
 from regjax.errors import ConfigError
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -70,14 +71,21 @@ class SummarizeTest(parameterized.TestCase):
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     p = 2 * stats.t.sf(abs(diffs.mean() / (sd / math.sqrt(n))), n - 1)
     chex.assert_trees_all_close(
-        (row['diff_mean'], row['diff_ci_low'], row['diff_ci_high'], row['p_value']),
+        (row['diff_mean'], row['diff_ci_low'], row['diff_ci_high'], row['p_t']),
         (0.015, 0.015 - half, 0.015 + half, p), rtol=1e-9, atol=1e-12)
+    # 'p_value' is now the sign-flip p (it used to be the t-test's): |sum| of
+    # ±1 ±2 ±0 ±3 (in 0.01) reaches 6 for 4 of the 16 sign vectors.
+    self.assertAlmostEqual(row['p_value'], 0.25, places=12)
+    # One compared row: Holm and Bonferroni change nothing.
+    self.assertAlmostEqual(row['p_adjusted'], 0.25, places=12)
+    chex.assert_trees_all_close((row['adj_ci_low'], row['adj_ci_high']),
+                                (row['diff_ci_low'], row['diff_ci_high']), rtol=1e-12)
     self.assertEqual(row['n_paired'], 4)
-    self.assertFalse(row['significant'])  # CI contains 0 at all three levels.
+    self.assertFalse(row['significant'])  # p_adjusted 0.25 at all three levels.
     if confidence == 0.95:
       # t_{0.975,3} = 3.18245, sd = sqrt(5e-4 / 3): half-width 0.020543, p = 0.1027.
       self.assertAlmostEqual(half, 0.020543, places=5)
-      self.assertAlmostEqual(row['p_value'], 0.1027, places=4)
+      self.assertAlmostEqual(row['p_t'], 0.1027, places=4)
 
   def test_means_stds_gap_and_first_appearance_order(self):
     recs = _records({'b': [0.5, 0.6, 0.7], 'a': [0.9]})
@@ -95,12 +103,14 @@ class SummarizeTest(parameterized.TestCase):
     self.assertTrue(math.isnan(a['test_acc_std']))
     # Baseline row: no test against itself.
     self.assertEqual(a['diff_mean'], 0.0)
-    self.assertTrue(math.isnan(a['p_value']))
+    for key in ('p_value', 'p_t', 'p_adjusted', 'adj_ci_low', 'adj_ci_high'):
+      self.assertTrue(math.isnan(a[key]), key)
     self.assertFalse(a['significant'])
     # b shares only seed 0 with the baseline: a difference but no interval.
     self.assertEqual(b['n_paired'], 1)
     self.assertAlmostEqual(b['diff_mean'], -0.4)
     self.assertTrue(math.isnan(b['diff_ci_low']) and math.isnan(b['p_value']))
+    self.assertTrue(math.isnan(b['p_adjusted']) and math.isnan(b['adj_ci_low']))
     self.assertFalse(b['significant'])
 
   def test_variant_identical_to_baseline_has_zero_diff_and_is_not_significant(self):
@@ -110,20 +120,75 @@ class SummarizeTest(parameterized.TestCase):
     self.assertEqual((row['diff_mean'], row['diff_ci_low'], row['diff_ci_high']),
                      (0.0, 0.0, 0.0))
     self.assertEqual(row['p_value'], 1.0)
+    self.assertEqual(row['p_adjusted'], 1.0)
+    self.assertTrue(math.isnan(row['p_t']))  # t = 0 / 0.
     self.assertFalse(row['significant'])
 
   def test_consistent_two_point_gain_is_significant_thanks_to_pairing(self):
+    # 10 seeds: with the sign-flip p, 5 seeds can never go below 2/2^5 = 0.0625 (the
+    # next test), so this test, which used 5 seeds and the t-test p, now uses 10.
     rng = np.random.default_rng(0)
-    base = np.array([0.90, 0.94, 0.92, 0.96, 0.89])  # Seed-to-seed spread: ~3 pp.
-    better = base + 0.02 + 0.001 * rng.standard_normal(5)  # +2 pp, 0.1 pp jitter.
+    base = np.array([0.90, 0.94, 0.92, 0.96, 0.89, 0.91, 0.95, 0.93, 0.88, 0.92])
+    better = base + 0.02 + 0.001 * rng.standard_normal(10)  # +2 pp, 0.1 pp jitter.
     rows = report.summarize(_records({'baseline': base, 'better': better}), 'baseline')
     row = _row(rows, 'better')
     self.assertTrue(row['significant'])
     self.assertGreater(row['diff_ci_low'], 0.015)
     self.assertLess(row['diff_ci_high'], 0.025)
-    self.assertLess(row['p_value'], 1e-4)
+    self.assertLess(row['p_t'], 1e-4)
+    # Every seed gains: only the observed signs and their full flip reach the sum.
+    self.assertEqual(row['p_value'], 2 / 2 ** 10)
     # Unpaired, the same numbers would not separate: the seed spread swamps 2 pp.
     self.assertGreater(stats.ttest_ind(better, base).pvalue, 0.05)
+
+  def test_identical_gain_on_five_seeds_is_not_p_zero(self):
+    # Before: zero spread gave a point CI and p = 0, so '*'. Five pairs cannot say more
+    # than 2/2^5 = 0.0625, whatever the effect.
+    base = [0.90, 0.94, 0.92, 0.96, 0.89]
+    rows = report.summarize(_records({'baseline': base, 'v': np.add(base, 0.02)}),
+                            'baseline')
+    row = _row(rows, 'v')
+    self.assertAlmostEqual(row['diff_ci_low'], 0.02, places=12)   # Point interval.
+    self.assertAlmostEqual(row['diff_ci_high'], 0.02, places=12)
+    self.assertEqual(row['p_value'], 0.0625)
+    self.assertTrue(math.isnan(row['p_t']))
+    self.assertFalse(row['significant'])
+
+  def test_holm_and_bonferroni_over_the_table_rows(self):
+    # 8 seeds, 8 compared variants: 'gain' is better on every seed (p = 2/2^8) and its
+    # 95% CI excludes 0, but Holm over 8 rows gives 8 * 2/2^8 = 0.0625: no '*'. 'lone'
+    # has one pair: no p, so it is not one of the 8.
+    rng = np.random.default_rng(1)
+    base = 0.90 + 0.02 * rng.standard_normal(8)
+    accs = {'baseline': base, 'gain': base + 0.02 + 0.005 * rng.standard_normal(8)}
+    for k in range(7):
+      accs[f'noise{k}'] = base + 0.01 * rng.standard_normal(8)
+    recs = _records(accs) + [_record('lone', 0, 0.95)]
+    rows = [r for r in report.summarize(recs, 'baseline') if r['variant'] != 'baseline']
+    gain = _row(rows, 'gain')
+    self.assertGreater(gain['diff_ci_low'], 0.0)
+    self.assertEqual(gain['p_value'], 2 / 2 ** 8)
+    self.assertAlmostEqual(gain['p_adjusted'], 0.0625, places=12)
+    self.assertFalse(gain['significant'])
+    # Holm by its definition, written out independently of regjax.stats.holm.
+    tested = [r for r in rows if r['variant'] != 'lone']
+    p = np.array([r['p_value'] for r in tested])
+    order = np.argsort(p)
+    m = len(p)
+    want = np.empty(m)
+    for i in range(m):
+      want[order[i]] = min(1.0, max((m - j) * p[order[j]] for j in range(i + 1)))
+    np.testing.assert_allclose([r['p_adjusted'] for r in tested], want, rtol=1e-12)
+    # Each adjusted interval: t at 1 - 0.05 / (2 * 8), from scipy.
+    for r in tested:
+      d = np.array(accs[r['variant']]) - base
+      half = stats.t.ppf(1 - 0.05 / 16, 7) * np.std(d, ddof=1) / math.sqrt(8)
+      np.testing.assert_allclose((r['adj_ci_low'], r['adj_ci_high']),
+                                 (d.mean() - half, d.mean() + half), rtol=1e-9)
+      self.assertEqual(r['significant'], r['p_adjusted'] < 0.05)
+      np.testing.assert_allclose(r['p_value'], paired_stats.sign_flip_test(d))
+    lone = _row(rows, 'lone')
+    self.assertTrue(math.isnan(lone['p_adjusted']) and math.isnan(lone['adj_ci_low']))
 
   def test_diverged_runs_are_excluded_from_means_and_counted(self):
     recs = _records({'baseline': [0.90, 0.92, 0.94, 0.96]})
@@ -147,7 +212,9 @@ class SummarizeTest(parameterized.TestCase):
     self.assertAlmostEqual(row['test_acc_mean'], 0.985)  # Means use all its seeds.
     self.assertAlmostEqual(row['diff_mean'], 0.05)       # Seeds 2 and 3 only.
     self.assertAlmostEqual(row['diff_ci_low'], 0.05)     # Constant diff: point CI.
-    self.assertTrue(row['significant'])
+    # It used to be 'significant' (the point CI excludes 0); two pairs give p = 2/2^2.
+    self.assertEqual(row['p_value'], 0.5)
+    self.assertFalse(row['significant'])
 
   @parameterized.named_parameters(
       ('missing_baseline', dict(baseline='nope'), 'baseline'),
@@ -174,13 +241,16 @@ def _hand_rows():
   nan = math.nan
   return [
       dict(common, variant='baseline', test_acc_mean=0.9741, test_acc_std=0.0012,
-           diff_mean=0.0, diff_ci_low=nan, diff_ci_high=nan, p_value=nan,
+           diff_mean=0.0, diff_ci_low=nan, diff_ci_high=nan, adj_ci_low=nan,
+           adj_ci_high=nan, p_value=nan, p_t=nan, p_adjusted=nan,
            significant=False, gap_mean=0.0209),
       dict(common, variant='l2_1e-4', test_acc_mean=0.9776, test_acc_std=0.0010,
-           diff_mean=0.0035, diff_ci_low=-0.0010, diff_ci_high=0.0080, p_value=0.11,
+           diff_mean=0.0035, diff_ci_low=-0.0010, diff_ci_high=0.0080, adj_ci_low=-0.0020,
+           adj_ci_high=0.0090, p_value=0.11, p_t=0.09, p_adjusted=0.11,
            significant=False, gap_mean=0.0174),
       dict(common, variant='decay_1e-2', test_acc_mean=0.9941, test_acc_std=0.0005,
-           diff_mean=0.0200, diff_ci_low=0.0150, diff_ci_high=0.0250, p_value=0.0003,
+           diff_mean=0.0200, diff_ci_low=0.0150, diff_ci_high=0.0250, adj_ci_low=0.0120,
+           adj_ci_high=0.0280, p_value=0.0003, p_t=0.0001, p_adjusted=0.0006,
            significant=True, gap_mean=0.0009, diverged=1, n=4, n_paired=4),
   ]
 
@@ -192,25 +262,58 @@ class FormatTableTest(absltest.TestCase):
     for variant in ('baseline', 'l2_1e-4', 'decay_1e-2'):
       self.assertIn(variant, text)
     self.assertIn('97.41 ± 0.12', text)
-    self.assertIn('+0.35 [-0.10, +0.80]', text)
-    self.assertNotIn('+0.35 [-0.10, +0.80] *', text)
-    self.assertIn('+2.00 [+1.50, +2.50] *', text)
+    # '*' used to follow the CI; now it follows the Holm-adjusted p (its own column).
+    self.assertRegex(text, r'\+0\.35 \[-0\.10, \+0\.80\]  +0\.11  0\.11 +99\.50')
+    self.assertRegex(text, r'\+2\.00 \[\+1\.50, \+2\.50\]  +0\.0003  0\.0006 \* +99\.50')
+    self.assertEqual(text.count('*'), 2)  # The marked row and the legend's '* = ...'.
+    self.assertIn('Holm over the 2 compared rows', text)
     self.assertIn('99.50', text)       # Train accuracy, percent.
     self.assertIn('+2.09', text)       # Gap, pp.
     self.assertIn('12.0/22.4', text)   # Best/stop epoch.
     self.assertIn('12.50', text)       # Zeros, percent.
     self.assertIn('31.42', text)       # Weight norm.
     self.assertIn('4 (1)', text)       # Seeds used (diverged).
-    self.assertIn('l2_1e-4: within noise (+0.35 pp', text)
-    self.assertIn('decay_1e-2: better than baseline by 2.00 pp', text)
-    self.assertLessEqual(max(len(line) for line in text.splitlines()), 120)
+    self.assertIn('l2_1e-4: within noise (+0.35 pp, 95% CI [-0.10, +0.80]; p=0.11, '
+                  'Holm p=0.11; 5 pairs).', text)
+    self.assertIn('decay_1e-2: better than baseline by 2.00 pp (95% CI [+1.50, +2.50]; '
+                  'p=0.0003, Holm p=0.0006; 4 pairs).', text)
+    # 120 before the p and p adj columns; format_table now promises 130.
+    self.assertLessEqual(max(len(line) for line in text.splitlines()), 130)
+
+  def test_fits_130_columns_with_20_character_names_and_wide_numbers(self):
+    rows = _hand_rows()
+    rows[2].update(variant='v' * 20, diff_mean=-0.1234, diff_ci_low=-0.1468,
+                   diff_ci_high=-0.1000, p_value=0.0078125, p_adjusted=0.0078125)
+    rows.append(dict(rows[2], variant='w' * 20, n_paired=8, p_adjusted=0.0625,
+                     significant=False))  # At the 8-pair floor, not significant.
+    text = report.format_table(rows, 'baseline')
+    self.assertIn('-12.34 [-14.68, -10.00]  0.0078  0.0078 *', text)
+    self.assertIn('p=0.0078 (floor for 8 pairs), Holm p=0.062; 8 pairs).', text)
+    self.assertLessEqual(max(len(line) for line in text.splitlines()), 130)
+
+  def test_not_significant_at_the_tests_floor_says_so(self):
+    # Five identical gains: point CI excluding 0, p = 2/2^5; the verdict follows p.
+    base, _, gain = _hand_rows()
+    gain.update(n_paired=5, diff_ci_low=0.02, diff_ci_high=0.02, p_value=0.0625,
+                p_adjusted=0.0625, significant=False)
+    text = report.format_table([base, gain], 'baseline')
+    self.assertIn('decay_1e-2: within noise (+2.00 pp, 95% CI [+2.00, +2.00]; p=0.062 '
+                  '(floor for 5 pairs), Holm p=0.062; 5 pairs).', text)
+    self.assertNotIn(' *', text)
+
+  def test_rows_without_the_new_keys_still_format(self):
+    # results.json written before p_adjusted existed: the adjusted p shows as n/a.
+    rows = [{k: v for k, v in r.items() if k not in ('p_adjusted', 'p_t')}
+            for r in _hand_rows()]
+    text = report.format_table(rows, 'baseline')
+    self.assertIn('Holm p=n/a', text)
 
   def test_worse_and_too_few_seeds_verdicts(self):
     base, worse, lone = _hand_rows()
     worse.update(diff_mean=-0.012, diff_ci_low=-0.02, diff_ci_high=-0.004,
                  significant=True)
     lone.update(n_paired=1, diff_ci_low=math.nan, diff_ci_high=math.nan,
-                p_value=math.nan, significant=False)
+                p_value=math.nan, p_adjusted=math.nan, significant=False)
     text = report.format_table([base, worse, lone], 'baseline')
     self.assertIn('l2_1e-4: worse than baseline by 1.20 pp', text)
     self.assertIn('decay_1e-2: cannot tell, only 1 seed(s)', text)
@@ -252,6 +355,9 @@ class ResultsFilesTest(absltest.TestCase):
     self.assertEqual(float(l2['diff_mean']), self.rows[1]['diff_mean'])  # Exact repr.
     self.assertEqual(float(l2['diff_ci_low']), self.rows[1]['diff_ci_low'])
     self.assertEqual(lines[0]['p_value'], '')  # NaN -> empty cell.
+    for key in ('p_t', 'p_adjusted', 'adj_ci_low', 'adj_ci_high'):
+      self.assertEqual(float(l2[key]), self.rows[1][key], key)
+    self.assertEqual(float(l2['p_value']), 0.25)  # 3 pairs, all gains: 2/2^3.
     self.assertTrue(_no_temp_files(self.dir))
 
   def test_metrics_writer_appends_one_valid_json_object_per_line(self):
@@ -330,6 +436,193 @@ class PlotCurvesTest(absltest.TestCase):
       report.plot_curves(_history(), os.path.join(_tempdir(self), 'x.png'),
                          metrics=('val_los',))
     self.assertEqual(cm.exception.field, 'metrics')
+
+  def test_running_counts_drop_as_seeds_stop(self):
+    epochs, counts, total = report.running_counts(_history(), 'dropout')
+    np.testing.assert_array_equal(epochs, np.arange(1, 13))
+    np.testing.assert_array_equal(counts, [3] * 5 + [2] * 3 + [1] * 4)
+    self.assertEqual(total, 3)
+
+  def test_mean_is_solid_while_half_the_runs_go_then_dashed(self):
+    # Seeds stop after 5, 8 and 12 epochs: 2 of 3 (>= half) run through epoch 8, then 1.
+    fig = report._curves_figure(_history(), ['val_loss', 'val_accuracy'], None,
+                                'configs/l2.py on digits, 30% training-label noise')
+    ax = fig.axes[0]
+    lines_by_gid = {line.get_gid(): line for line in ax.get_lines()}
+    epochs, mean, _, _ = report.mean_curve(_history(), 'baseline', 'val_loss')
+    solid, tail = lines_by_gid['solid:baseline'], lines_by_gid['tail:baseline']
+    np.testing.assert_array_equal(solid.get_xdata(), np.arange(1, 9))
+    np.testing.assert_array_equal(tail.get_xdata(), np.arange(8, 13))  # Joined at 8.
+    np.testing.assert_allclose(tail.get_ydata(), mean[7:])
+    self.assertEqual(tail.get_linestyle(), '--')
+    self.assertEqual(fig._suptitle.get_text(),
+                     'configs/l2.py on digits, 30% training-label noise')
+    fig.canvas.draw()
+    for axis in fig.axes:
+      ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+      np.testing.assert_array_equal(ticks, np.round(ticks))  # Whole epochs only.
+    # The bottom panel's step line per variant counts 3, 2, 1 (offset a hair apart).
+    count_ax = fig.axes[-1]
+    (steps,) = [line for line in count_ax.get_lines() if line.get_gid() == 'count:dropout']
+    np.testing.assert_array_equal(np.round(steps.get_ydata()), [3] * 5 + [2] * 3 + [1] * 4)
+
+  def test_no_dashed_tail_when_all_runs_last(self):
+    history = [row for row in _history() if row['epoch'] <= 5]  # All 3 seeds reach 5.
+    fig = report._curves_figure(history, ['val_loss'], None, None)
+    gids = {line.get_gid() for line in fig.axes[0].get_lines()}
+    self.assertIn('solid:baseline', gids)
+    self.assertNotIn('tail:baseline', gids)
+
+
+def _effect_rows():
+  """summarize() rows: 8 seeds, a clear gain, a null, a loss, and a one-pair variant."""
+  rng = np.random.default_rng(0)
+  base = 0.90 + 0.02 * rng.standard_normal(8)
+  accs = {'baseline': base, 'gain': base + 0.03 + 0.004 * rng.standard_normal(8),
+          'null': base + 0.01 * rng.standard_normal(8),
+          'loss': base - 0.01 + 0.01 * rng.standard_normal(8)}
+  return report.summarize(_records(accs) + [_record('lone', 0, 0.95)], 'baseline')
+
+
+class PlotEffectsTest(absltest.TestCase):
+
+  def test_rows_intervals_and_adjusted_p_in_table_order(self):
+    rows = _effect_rows()
+    fig = report._effects_figure(rows, 'my title')
+    ax, right = fig.axes
+    compared = rows[1:]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    ys = ax.get_yticks()
+    self.assertEqual([n for _, n in sorted(zip(-ys, names))],  # Top to bottom.
+                     ['gain', 'null', 'loss', 'lone'])
+    segments = {c.get_gid(): c.get_segments()[0] for c in ax.collections}
+    for y, r in zip(sorted(ys, reverse=True), compared):
+      if r['variant'] == 'lone':  # One pair: a mean, no interval.
+        self.assertNotIn('ci:lone', segments)
+        continue
+      ci, adj = segments[f"ci:{r['variant']}"], segments[f"adj_ci:{r['variant']}"]
+      np.testing.assert_allclose(ci[:, 0], [r['diff_ci_low'] * 100, r['diff_ci_high'] * 100])
+      np.testing.assert_allclose(adj[:, 0], [r['adj_ci_low'] * 100, r['adj_ci_high'] * 100])
+      np.testing.assert_allclose(ci[:, 1], [y, y])
+      self.assertLess(adj[0, 0], ci[0, 0])  # The adjusted interval is wider.
+    marks = {line.get_gid(): line for line in ax.get_lines()}
+    gain = _row(rows, 'gain')
+    self.assertAlmostEqual(marks['mean:gain'].get_xdata()[0], gain['diff_mean'] * 100)
+    self.assertTrue(gain['significant'])  # 8 gains of ~3 pp: 3 * 2/2^8 = 0.023.
+    self.assertAlmostEqual(gain['p_adjusted'], 3 * 2 / 2 ** 8)
+    self.assertEqual(marks['mean:gain'].get_markerfacecolor(), 'black')
+    self.assertEqual(marks['mean:null'].get_markerfacecolor(), 'white')
+    right_labels = dict(zip(right.get_yticks(), [t.get_text() for t in right.get_yticklabels()]))
+    self.assertEqual(right_labels[max(ys)], 'p adj 0.023 *')
+    self.assertEqual(right_labels[min(ys)], 'p adj n/a')
+    self.assertIn('vs baseline', ax.get_xlabel())
+    self.assertIn('1-8 paired replicates', ax.get_xlabel())
+    self.assertEqual(fig._suptitle.get_text(), 'my title')
+
+  def test_writes_png_atomically(self):
+    folder = _tempdir(self)
+    path = os.path.join(folder, 'effects.png')
+    self.assertEqual(report.plot_effects(_effect_rows(), path), path)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(8), PNG_MAGIC)
+    self.assertEqual(os.listdir(folder), ['effects.png'])
+
+  def test_only_a_baseline_raises(self):
+    rows = report.summarize(_records({'baseline': [0.9, 0.8]}), 'baseline')
+    with self.assertRaises(ConfigError) as cm:
+      report.plot_effects(rows, os.path.join(_tempdir(self), 'e.png'))
+    self.assertEqual(cm.exception.field, 'rows')
+
+
+def _selection_entry():
+  """L2 over 0, 1e-4, 1e-3 with 3 replicates; replicate 2 diverged at 1e-3."""
+  val = [[0.80, 0.86, 0.83], [0.82, 0.88, 0.90], [0.78, 0.84, None]]
+  test = [[0.79, 0.85, 0.82], [0.81, 0.86, 0.87], [0.77, 0.85, None]]
+  return {'variant': 'l2', 'fields': ['penalty.l2'],
+          'grid': [{'penalty.l2': v} for v in (0.0, 1e-4, 1e-3)],
+          'replicates': [{'points': [{'val_accuracy': v, 'test_accuracy': t, 'val_metric': v}
+                                     for v, t in zip(vr, tr)], 'chosen': int(c)}
+                         for vr, tr, c in zip(val, test, (1, 2, 1))]}
+
+
+class PlotSelectionTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('log_with_zero', ['penalty.l2'], [0.0, 1e-4, 1e-3, 1e-2],
+       [-5.5, -4.0, -3.0, -2.0], ['0', '0.0001', '0.001', '0.01'],
+       'penalty.l2 (log scale)'),
+      ('log_one_value_and_zero', ['penalty.l1'], [1e-3, 0],
+       [-3.0, -4.5], ['0.001', '0'], 'penalty.l1 (log scale)'),
+      ('linear_with_negative', ['x'], [-1.0, 0.0, 2.0], [-1.0, 0.0, 2.0],
+       ['-1', '0', '2'], 'x'),
+      ('not_numbers', ['optimizer.name'], ['adam', 'sgd'], [0.0, 1.0], ['adam', 'sgd'],
+       'optimizer.name'),
+  )
+  def test_grid_axis_single_field(self, fields, values, positions, labels, xlabel):
+    got = report.grid_axis(fields, [{fields[0]: v} for v in values])
+    np.testing.assert_allclose(got[0], positions, atol=1e-12)
+    self.assertEqual(got[1:], (labels, xlabel))
+
+  def test_grid_axis_several_fields_and_untuned(self):
+    grid = [{'model.dropout': d, 'optimizer.max_norm': m} for d in (0.2, 0.5) for m in (2, 4)]
+    pos, labels, xlabel = report.grid_axis(['model.dropout', 'optimizer.max_norm'], grid)
+    np.testing.assert_array_equal(pos, [0, 1, 2, 3])
+    self.assertEqual(labels, ['0.2/2', '0.2/4', '0.5/2', '0.5/4'])
+    self.assertEqual(xlabel, 'model.dropout / optimizer.max_norm')
+    pos, labels, _ = report.grid_axis([], [{}])
+    self.assertEqual((pos.tolist(), labels), ([0.0], ['untuned']))
+
+  def test_means_bands_and_chosen_points(self):
+    fig = report._selection_figure([_selection_entry()], None)
+    ax = fig.axes[0]
+    lines_by_gid = {line.get_gid(): line for line in ax.get_lines()}
+    val = lines_by_gid['val_accuracy:l2']
+    # x: 0 at 1.5 grid steps (decades) left of 1e-4, then 1e-4, 1e-3; the diverged point
+    # is left out of its mean.
+    np.testing.assert_allclose(val.get_xdata(), [-5.5, -4.0, -3.0])
+    np.testing.assert_allclose(val.get_ydata(), [80.0, 86.0, 86.5])
+    test = lines_by_gid['test_accuracy:l2']
+    np.testing.assert_allclose(test.get_ydata(), [79.0, 85.333333333, 84.5])
+    # The band: min and max over the replicates that have a value, in grid order.
+    bands = [c for c in ax.collections if not c.get_gid()]
+    self.assertLen(bands, 2)
+    ys = bands[0].get_paths()[0].vertices[:, 1]
+    for want in (78.0, 84.0, 83.0, 82.0, 88.0, 90.0):
+      self.assertTrue(np.any(np.isclose(ys, want)), want)
+    self.assertFalse(np.any(np.isclose(ys, 80.0)))  # A mean, not an edge.
+    chosen = {c.get_gid(): c.get_offsets() for c in ax.collections if c.get_gid()}
+    np.testing.assert_allclose(chosen['chosen_val_accuracy:l2'],
+                               [[-4.0, 86.0], [-3.0, 90.0], [-4.0, 84.0]])
+    np.testing.assert_allclose(chosen['chosen_test_accuracy:l2'],
+                               [[-4.0, 85.0], [-3.0, 87.0], [-4.0, 85.0]])
+    self.assertEqual([t.get_text() for t in ax.get_xticklabels()],
+                     ['0', '0.0001\n2/3', '0.001\n1/3'])
+
+  def test_writes_png_with_untuned_and_two_field_variants(self):
+    entry = _selection_entry()
+    untuned = {'variant': 'baseline', 'fields': [], 'grid': [{}],
+               'replicates': [{'points': [{'val_accuracy': 0.8, 'test_accuracy': 0.79}],
+                               'chosen': 0}] * 3}
+    grid = [{'a': 0.2, 'b': 2}, {'a': 0.5, 'b': 2}, {'a': 0.5, 'b': 4}]
+    two = dict(entry, variant='two', fields=['a', 'b'], grid=grid)
+    folder = _tempdir(self)
+    path = os.path.join(folder, 'selection.png')
+    self.assertEqual(report.plot_selection([entry, untuned, two], path, title='t'), path)
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(8), PNG_MAGIC)
+    self.assertEqual(os.listdir(folder), ['selection.png'])
+
+  @parameterized.named_parameters(
+      ('chosen_out_of_range', lambda e: e['replicates'][0].update(chosen=3)),
+      ('points_length', lambda e: e['replicates'][1]['points'].pop()),
+      ('grid_lacks_field', lambda e: e['grid'][0].pop('penalty.l2')),
+      ('no_replicates', lambda e: e.update(replicates=[])),
+  )
+  def test_bad_selection_raises_config_error(self, corrupt):
+    entry = _selection_entry()
+    corrupt(entry)
+    with self.assertRaises(ConfigError):
+      report.plot_selection([entry], os.path.join(_tempdir(self), 's.png'))
 
 
 class AtomicWriteTest(absltest.TestCase):
