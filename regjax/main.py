@@ -25,7 +25,7 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
-from ml_collections.config_flags import config_path
+from ml_collections.config_flags import config_path as ml_config_path
 
 from regjax import config_help
 from regjax import variants
@@ -90,26 +90,16 @@ def _load_config(path: str):
     return None
 
 
-def _override_parts(name: str, config) -> list[str]:
-  """Splits 'variants.l2_1e-2.penalty.l2' (the text after --config.) into its keys.
-
-  The dots are read against `config`'s keys, longest key first, so that a key with a
-  dot in it (a variant 'dropout_0.5') is one part; the bracket form
-  `variants['l2_1e-2'].penalty` is read as ml_collections reads it.
+def _override_parts(name: str) -> list[str]:
+  """The keys of an override path: 'variants.l2_1e-2.penalty.l2' (the text after --config.)
+  or ml_collections' form "variants['l2_1e-2'].penalty.l2" (ConfigDict keys have no dots).
   """
   if '[' in name:
     try:
-      return [str(p) for p in config_path.split(name)]
+      return [str(p) for p in ml_config_path.split(name)]
     except ValueError:
-      return name.split('.')
-  words, parts, node = name.split('.'), [], config
-  while words:
-    keys = node.keys() if hasattr(node, 'keys') else ()
-    take = next((n for n in range(len(words), 0, -1) if '.'.join(words[:n]) in keys), 1)
-    parts.append('.'.join(words[:take]))
-    node = node[parts[-1]] if parts[-1] in keys else None
-    words = words[take:]
-  return parts
+      pass
+  return name.split('.')
 
 
 def _python_path(parts: list[str]) -> str:
@@ -123,7 +113,7 @@ def _python_path(parts: list[str]) -> str:
   return out
 
 
-def rewrite_overrides(argv: list[str], config) -> list[str]:
+def rewrite_overrides(argv: list[str]) -> list[str]:
   """argv with each --config.a.b-c.d=V written as --config.a['b-c'].d=V.
 
   ml_collections reads the path after --config. as a Python expression, in which a
@@ -137,7 +127,7 @@ def rewrite_overrides(argv: list[str], config) -> list[str]:
       out.append(arg)
       continue
     name, sep, value = arg[len(prefix):].partition('=')
-    out.append(prefix + _python_path(_override_parts(name, config)) + sep + value)
+    out.append(prefix + _python_path(name.split('.')) + sep + value)
   return out
 
 
@@ -146,7 +136,7 @@ def _unknown_override(argv: list[str], config) -> str | None:
   for arg in argv:
     if not arg.startswith('--config.'):
       continue
-    parts = _override_parts(arg[len('--config.'):].split('=', 1)[0], config)
+    parts = _override_parts(arg[len('--config.'):].split('=', 1)[0])
     node, shown = config, '.'.join(parts)
     for depth, part in enumerate(parts):
       if not hasattr(node, 'keys') or part not in node:
@@ -157,10 +147,9 @@ def _unknown_override(argv: list[str], config) -> str | None:
                   f'(add one with --variant={part}:FIELD=VALUE,...)')
         if depth >= 2 and parts[0] == 'variants':
           field = '.'.join(parts[2:])
-          problem = variants.field_problem(field)
-          sets = ', '.join(variants.overrides(config, parts[1])) or 'no field'
-          if problem is not None:
+          if (problem := variants.field_problem(field)) is not None:
             return f'--config.{shown}: {problem}'
+          sets = ', '.join(variants.overrides(config, parts[1])) or 'no field'
           return (f'--config.{shown}: variant {parts[1]} does not set {field} (it sets '
                   f'{sets}); add it with --variant={parts[1]}:{field}=VALUE')
         fields = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else 'none'
@@ -175,7 +164,8 @@ def _missing_config_file(path: str) -> str:
   for guess in (file + '.py', os.path.join('configs', file),
                 os.path.join('configs', file + '.py')):
     if os.path.isfile(guess):
-      return f'--config={path!r}: no such config file; did you mean --config={guess}{sep}{options}'
+      return (f'--config={path!r}: no such config file; '
+              f'did you mean --config={guess}{sep}{options}')
   here = sorted(glob.glob(os.path.join(os.path.dirname(file) or '.', '*.py')))
   return f'--config={path!r}: no such config file' + (f'; found: {", ".join(here)}'
                                                       if here else '')
@@ -199,7 +189,7 @@ def _print_help(path: str | None, full: bool) -> None:
     print('\nAdd --config=FILE to --help, or run with --show_config, to list the fields of '
           'a config with their values and comments (regjax/schema.py).')
     return
-  print(f'Fields of --config={path} (set with --config.FIELD=VALUE; variants with '
+  print(f'\nFields of --config={path} (set with --config.FIELD=VALUE; variants with '
         f'--config.variants.NAME.FIELD=VALUE or --variant):\n')
   print(config_help.format_config(_resolved_config()))
 
@@ -221,10 +211,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail('--config is required, e.g. --config=configs/l2.py')
   if not os.path.isfile(path.split(':', 1)[0]):
     _fail(_missing_config_file(path))
-  config = _load_config(path)
-  written = argv
-  if config is not None:
-    argv = rewrite_overrides(argv, config)
+  written, argv = argv, rewrite_overrides(argv)
   # ml_collections reads the --config.* overrides from sys.argv, not from argv.
   saved, sys.argv = sys.argv, argv
   try:
@@ -233,7 +220,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     config_error = find_config_error(e)
     if config_error is not None:
       _fail(str(config_error))
-    if not isinstance(e, flags.Error) and config is not None:
+    config = None if isinstance(e, flags.Error) else _load_config(path)
+    if config is not None:
       unknown = _unknown_override(argv, config)
       if unknown:
         _fail(unknown)

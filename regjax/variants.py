@@ -25,8 +25,9 @@ from regjax.errors import ConfigError
 
 # Fields of the comparison itself, which no variant may override.
 _NOT_OVERRIDABLE = ('variants', 'order', 'only')
-# A variant name goes into `order` (comma-separated) and into NAME:FIELD=VALUE.
-_NAME = re.compile(r'\w[\w.+-]*')
+# A variant name goes into `order` (comma-separated), NAME:FIELD=VALUE and a ConfigDict
+# key (which may not hold a dot).
+_NAME = re.compile(r'\w[\w+-]*')
 
 
 def make(**named_overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -199,7 +200,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
   name = name.strip()
   if not _NAME.fullmatch(name):
     raise ConfigError('--variant', spec, 'expected NAME:FIELD=VALUE,... with a NAME of '
-                      "letters, digits and _ . + - (e.g. 'l1_drop:penalty.l1=1e-4')")
+                      "letters, digits and _ + - (e.g. 'l1_drop:penalty.l1=1e-4')")
   fields = {}
   for item in _split_fields(fields_text):
     field, sep, value = item.partition('=')
