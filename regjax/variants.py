@@ -6,21 +6,35 @@ In a config file:
 
 and the runner trains `variant_config(config, name)` for each name in `config.order`. The
 first variant is the baseline that differences are measured against.
+
+On the command line a variant's field is `--config.variants.l2_1e-2.penalty.l2=0.02`
+(regjax.main rewrites names such as `l2_1e-2`, which Python would read as arithmetic,
+into the `variants['l2_1e-2']` form ml_collections parses), and `apply_spec` adds or
+changes a whole variant: `--variant='l1_drop:penalty.l1=1e-4,model.dropout_rate=0.2'`.
 """
 
+import ast
 import copy
+import re
 from typing import Any, Mapping
 
 import ml_collections
 
+from regjax import schema
 from regjax.errors import ConfigError
+
+# Fields of the comparison itself, which no variant may override.
+_NOT_OVERRIDABLE = ('variants', 'order', 'only')
+# A variant name goes into `order` (comma-separated), NAME:FIELD=VALUE and a ConfigDict
+# key (which may not hold a dot).
+_NAME = re.compile(r'\w[\w+-]*')
 
 
 def make(**named_overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """Builds `config.variants` from {'name': {'dotted.field': value, ...}, ...}.
 
   Returns a ConfigDict name -> nested ConfigDict of overrides (so command-line flags
-  like --config.variants.l2_1e-4.penalty.l2=3e-4 work too).
+  like --config.variants.l2_1e-4.penalty.l2=3e-4 can address each field).
   """
   out = ml_collections.ConfigDict()
   for name, overrides in named_overrides.items():
@@ -93,3 +107,136 @@ def variant_config(config: ml_collections.ConfigDict, name: str) -> ml_collectio
     del out['variants']
     _apply(out, config.variants[name], f'variants.{name}')
   return out
+
+
+def overrides(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+  """Variant `name`'s overrides as {'dotted.field': value}, in the variant's key order."""
+  out = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, ml_collections.ConfigDict):
+        walk(value, f'{prefix}{key}.')
+      else:
+        out[prefix + key] = value
+  walk(config.variants[name], '')
+  return out
+
+
+def parse_value(text: str) -> Any:
+  """A --variant value: a Python literal (1e-4, True, (256, 256), 'adamw'), else the text.
+
+  A bare word stays text (`optimizer.name=adamw`, `penalty.mask=kernel$`); true/false in
+  any case are booleans, and a list becomes a tuple (the schema's sequences are tuples).
+  """
+  text = text.strip()
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError, MemoryError, RecursionError):
+    if text.lower() in ('true', 'false'):
+      return text.lower() == 'true'
+    return text
+  return tuple(value) if isinstance(value, list) else value
+
+
+def value_text(value: Any) -> str:
+  """The inverse of `parse_value`: text that parses back to `value`."""
+  if isinstance(value, str) and value and parse_value(value) == value and not (
+      set(value) & set(',()[]{}\'" ')):
+    return value  # A bare word reads better than a quoted one.
+  return repr(value)
+
+
+def _split_fields(text: str) -> list[str]:
+  """Splits at the commas outside brackets and quotes: 'a=(1,2),b=x' -> ['a=(1,2)', 'b=x']."""
+  parts, depth, quote, start = [], 0, '', 0
+  for i, char in enumerate(text):
+    if quote:
+      quote = '' if char == quote else quote
+    elif char in '\'"':
+      quote = char
+    elif char in '([{':
+      depth += 1
+    elif char in ')]}':
+      depth -= 1
+    elif char == ',' and depth == 0:
+      parts.append(text[start:i])
+      start = i + 1
+  parts.append(text[start:])
+  return [p.strip() for p in parts if p.strip()]
+
+
+def field_problem(field: str) -> str | None:
+  """What is wrong with `field` ('model.dropout_rate') as a variant's field, or None.
+
+  A variant may set any value field of regjax/schema.py except variants, order and only.
+  """
+  node = schema.default_config()
+  parts = field.split('.')
+  for depth, part in enumerate(parts):
+    here = '.'.join(parts[:depth])
+    if (not isinstance(node, ml_collections.ConfigDict) or part not in node
+        or (depth == 0 and part in _NOT_OVERRIDABLE)):
+      if isinstance(node, ml_collections.ConfigDict):
+        keys = [k for k in node.keys() if depth or k not in _NOT_OVERRIDABLE]
+        allowed = f'fields of {here or "the config"}: {", ".join(keys)}'
+      else:
+        allowed = f'{here} is a value, not a section'
+      return f'no such field {field}; {allowed} (see regjax/schema.py)'
+    node = node[part]
+  if isinstance(node, ml_collections.ConfigDict):
+    return (f'{field} is a section; set its fields: '
+            f'{", ".join(f"{field}.{k}" for k in node.keys())}')
+  return None
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+  """'NAME:FIELD=VALUE,...' -> (NAME, {'dotted.field': value}) for --variant.
+
+  Values are read by `parse_value`; each field must be one of regjax/schema.py.
+  Raises ConfigError('--variant', spec, ...) for a malformed spec or an unknown field.
+  """
+  name, _, fields_text = spec.partition(':')
+  name = name.strip()
+  if not _NAME.fullmatch(name):
+    raise ConfigError('--variant', spec, 'expected NAME:FIELD=VALUE,... with a NAME of '
+                      "letters, digits and _ + - (e.g. 'l1_drop:penalty.l1=1e-4')")
+  fields = {}
+  for item in _split_fields(fields_text):
+    field, sep, value = item.partition('=')
+    field = field.strip()
+    if not sep or not field:
+      raise ConfigError('--variant', spec, f'{item!r} is not FIELD=VALUE; expected '
+                        "NAME:FIELD=VALUE,... (e.g. 'l1_drop:penalty.l1=1e-4')")
+    if (problem := field_problem(field)) is not None:
+      raise ConfigError('--variant', spec, problem)
+    fields[field] = parse_value(value)
+  return name, fields
+
+
+def apply_spec(config: ml_collections.ConfigDict, spec: str) -> ml_collections.ConfigDict:
+  """Adds or changes a variant as --variant=NAME:FIELD=VALUE,... says; returns config.
+
+  A new NAME is appended to `config.order` (it runs last; the first variant stays the
+  baseline); an existing one keeps its other overrides. Works on a locked config (the
+  command line's). Raises ConfigError naming --variant for an unknown field or a value
+  of the wrong type; ranges are checked when the comparison starts, as for any field.
+  """
+  name, fields = parse_spec(spec)
+  new = name not in config.variants
+  merged = {} if new else overrides(config, name)
+  merged.update(fields)
+  nested = make(**{name: merged})[name]
+  try:
+    schema.check_types(nested, schema.default_config())
+    probe = copy.deepcopy(config)  # Checked on a copy, so a refused spec changes nothing.
+    with probe.unlocked():
+      probe.variants[name] = nested
+    variant_config(probe, name)  # The overrides must also fit the config's own values.
+  except ConfigError as e:
+    raise ConfigError('--variant', spec, str(e)) from None
+  with config.unlocked():
+    config.variants[name] = nested
+    if new:
+      config.order = ','.join(_split(config.order) + [name])
+  return config
