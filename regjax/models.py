@@ -51,14 +51,18 @@ class Dropout(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """x: any shape; returns the same shape. Training draws from the 'dropout' RNG."""
     if self.rate == 0.0:
-      return x
-    # nn.Dropout owns the masking and the key handling; classic mode is inverted dropout
-    # rescaled by (1-p), which undoes the 1/(1-p) in training and applies the classic
-    # weight scaling at inference.
-    y = nn.Dropout(rate=self.rate, deterministic=not train)(x)
-    if self.mode == 'classic':
-      y = y * (1.0 - self.rate)
-    return y
+      return x  # No mask, and no random numbers drawn.
+    keep_prob = 1.0 - self.rate
+    if not train:
+      return x * keep_prob if self.mode == 'classic' else x
+    keep = _keep_mask(self.make_rng('dropout'), x.shape, self.rate)
+    scale = 1.0 / keep_prob if self.mode == 'inverted' else 1.0
+    return jnp.where(keep, x * scale, jnp.zeros_like(x))
+
+
+def _keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
+  """bool[shape]: True where a unit is kept (probability 1 - rate)."""
+  return jax.random.bernoulli(key, 1.0 - rate, shape)
 
 
 def _kernel_init(scale: float) -> nn.initializers.Initializer:
