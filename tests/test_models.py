@@ -9,6 +9,8 @@ import numpy as np
 import optax
 from scipy import stats
 
+from experiments import dropout_cost
+from regjax import data
 from regjax import models
 from regjax import schema
 from regjax.errors import ConfigError
@@ -140,28 +142,26 @@ class MaskTest(parameterized.TestCase):
     # No two steps share a mask (4096 units: a repeat by chance is impossible).
     self.assertLen({m.tobytes() for m in masks}, masks.shape[0])
 
-  def test_vmapped_keys_give_each_keys_own_mask(self):
+  @parameterized.parameters(0.5, 0.3)
+  def test_vmapped_keys_give_each_keys_own_mask(self, rate):
     # A sweep vmaps whole runs: member i's masks must be those of its separate run
     # (XLA's RngBitGenerator, the 'rbg' keys, fails this: all members get key 0's bits).
     keys = jax.random.split(jax.random.key(3), 6)
-    for rate in (0.5, 0.3):
-      separate = np.stack([models.keep_mask(k, (5, 37), rate) for k in keys])
-      vmapped = jax.jit(jax.vmap(lambda k: models.keep_mask(k, (5, 37), rate)))(keys)
-      np.testing.assert_array_equal(vmapped, separate)
-      # Nested (members x steps), as a vmapped sweep's scan over steps sees it.
-      steps = jnp.arange(3)
-      nested = jax.vmap(jax.vmap(lambda k, t: models.keep_mask(
-          jax.random.fold_in(k, t), (5, 37), rate), (None, 0)), (0, None))(keys, steps)
-      np.testing.assert_array_equal(nested[:, 0], np.stack(
-          [models.keep_mask(jax.random.fold_in(k, 0), (5, 37), rate) for k in keys]))
-      np.testing.assert_array_equal(nested[4, 2], models.keep_mask(
-          jax.random.fold_in(keys[4], 2), (5, 37), rate))
+    one = jax.jit(lambda k: models.keep_mask(k, (5, 37), rate))
+    separate = np.stack([one(k) for k in keys])
+    np.testing.assert_array_equal(jax.jit(jax.vmap(one))(keys), separate)
+    # Nested (members x steps), as a vmapped sweep's scan over steps sees it; and eager.
+    nested = jax.vmap(jax.vmap(lambda k, t: one(jax.random.fold_in(k, t)), (None, 0)),
+                      (0, None))(keys, jnp.arange(3))
+    np.testing.assert_array_equal(nested[4, 2], one(jax.random.fold_in(keys[4], 2)))
+    np.testing.assert_array_equal(nested[1, 0], models.keep_mask(
+        jax.random.fold_in(keys[1], 0), (5, 37), rate))
 
   def test_vmapped_model_gives_each_keys_own_output(self):
     model = models.MLP(widths=(32,), dropout_rate=0.5, input_dropout_rate=0.2)
     x = jax.random.normal(jax.random.key(0), (4, 20))
     variables = model.init(jax.random.key(1), x)
-    run = lambda k: model.apply(variables, x, train=True, rngs={'dropout': k})
+    run = jax.jit(lambda k: model.apply(variables, x, train=True, rngs={'dropout': k}))
     keys = jax.random.split(jax.random.key(2), 4)
     chex.assert_trees_all_equal(jax.vmap(run)(keys), jnp.stack([run(k) for k in keys]))
 
@@ -203,6 +203,20 @@ class MaskTest(parameterized.TestCase):
 
 
 _PINNED_MASK = 0x4d110653e704ee56  # Units 0..63 as bits, unit 0 the highest.
+
+
+class DropoutCostTest(absltest.TestCase):
+
+  def test_smoke_on_digits(self):
+    config = schema.default_config()
+    result = dropout_cost.dropout_cost(data.load_dataset(config.data), repeats=1,
+                                       batch_size=64)
+    self.assertEqual(result['mask_bits'], models.DROPOUT_BITS)
+    self.assertEqual(result['steps'], len(data.load_dataset(config.data).x_train) // 64)
+    self.assertLen(result['ratios'], 1)
+    self.assertGreater(result['dropout_seconds'], 0)
+    self.assertAlmostEqual(result['ratio'],
+                           result['dropout_seconds'] / result['no_dropout_seconds'])
 
 
 class BatchNormTest(absltest.TestCase):
