@@ -37,7 +37,9 @@ DROPOUT_MODES = ('inverted', 'classic')
 # Where dropout masks get their random bits (recorded beside a run's results): unit i of a
 # mask is field i of the threefry2x32 hash words of the step key, each unit taking the
 # fewest bits b in MASK_FIELD_BITS that express the rate exactly (16 if none does).
-# Until this change the masks were jax.random.bernoulli: one threefry hash per unit.
+# The keep probability is exact for rates that are multiples of 2**-16 (see
+# keep_probability). Until this constant existed the masks were nn.Dropout's
+# jax.random.bernoulli (one threefry hash per unit): a seed's dropout runs then differed.
 DROPOUT_BITS = 'threefry2x32 hash words of the key, b-bit threshold per unit, b=1..16'
 MASK_FIELD_BITS = (1, 2, 4, 8, 16)
 
@@ -86,8 +88,9 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
   Why not jax.random.bernoulli (what nn.Dropout calls): it spends one threefry hash
   (20 rounds) per unit and uses 23 of its 64 bits. Here each hash yields 64 bits and a
   unit takes only b of them (mask_field_bits), so rate 0.5 needs one hash per 64 units.
-  On a CPU that made the dropout-0.5 MNIST epoch 1.3-1.5x the no-dropout epoch; now it
-  is about 1.05x (experiments/dropout_cost.py). The hash is counter-based, so under
+  On a 2-core CPU that made the dropout-0.5 MNIST epoch (batch 32) 1.25-1.31x the
+  no-dropout epoch; now it is 1.00-1.01x, and 1.07-1.10x at rates that take 16 bits
+  (0.1, 0.8) (experiments/dropout_cost.py). The hash is counter-based, so under
   jax.vmap each key still gets exactly its own mask, the same bits on every backend and
   independent of jax_threefry_partitionable (XLA's RngBitGenerator, the 'rbg' keys, was
   no cheaper on a CPU and under vmap draws every member's bits from the first key).
