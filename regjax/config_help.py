@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from regjax import regularizers
 from regjax import schema
 from regjax import variants
 
@@ -88,10 +89,12 @@ def parse_comments(source: str, function: str = 'default_config') -> dict[str, s
 def schema_comments(extra: Mapping[str, str] | None = None) -> dict[str, str]:
   """The comments of `schema.default_config()`'s fields, plus `extra` {field: comment}.
 
-  `extra` is for fields the source does not spell out as `c.a.b = value  # comment` (for
-  example fields added in a loop); its entries win over parsed ones.
+  The registered regularizers' fields (added to the schema in a loop) take their
+  registration's doc (regjax/regularizers.py). `extra` is for other fields the source
+  does not spell out as `c.a.b = value  # comment`; its entries win over parsed ones.
   """
   out = parse_comments(inspect.getsource(schema))
+  out.update(regularizers.fields())
   out.update(extra or {})
   return out
 
