@@ -227,7 +227,7 @@ class SmokeTest(absltest.TestCase):
     es = [r for r in res['runs'] if r['regularizer'] == 'early_stopping']
     self.assertLen(es, 1)
     self.assertTrue(es[0]['early_stopping'])
-    # The Runner's early-stopped run and the per-epoch trajectory share seed 0, so they
+    # train.fit's early-stopped run and the per-epoch trajectory share seed 0, so they
     # train the same path: equal validation accuracy on the epochs both ran.
     n = min(len(es[0]['val_accuracy_curve']), 4)
     np.testing.assert_allclose(es[0]['val_accuracy_curve'][:n],
