@@ -91,7 +91,8 @@ class BiasVarianceTest(parameterized.TestCase):
     config.train.epochs = 2
     data = load_dataset(config.data)
     n = data.num_train
-    rows = np.stack([np.arange(n, dtype=np.int32), bias_variance.bootstrap_indices(n, 1)[0]])
+    rows = np.stack([np.arange(n, dtype=np.int32),
+                     bias_variance.bootstrap_indices(n, 1)[0]])
     runs = bias_variance.member_runs(config, data, rows, [1e-3, 0.0], [5, 6])
     variables, histories, _ = bias_variance.fit_members(runs)
     for m, run in enumerate(runs):
