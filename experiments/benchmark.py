@@ -549,7 +549,10 @@ def sweep_configs(smoke: bool, mnist_dir: str, workload: str, epochs: int
   'classic': the classic workload for `epochs` epochs (no stop before). 'default': the
   default regime (schema.overfitting_regime: digits, 30% noisy labels, MLP 512-512), early
   stopping with patience 10, as configs/l2.py trains it; members stop at different epochs.
-  The smoke forms have 2 x 2 members on tiny settings: they check the plumbing.
+  The smoke forms have 2 x 2 members on tiny settings: they check the plumbing. The
+  default one's members overfit within a few epochs (learning rate 3e-2, patience 1) and
+  stop at different epochs, so the group also moves its running members into a smaller
+  program.
   """
   if workload == 'classic':
     base = classic_config(smoke, mnist_dir, epochs=epochs)
@@ -558,7 +561,8 @@ def sweep_configs(smoke: bool, mnist_dir: str, workload: str, epochs: int
   else:
     base = schema.overfitting_regime(schema.default_config())
     if smoke:
-      base.data.train_size, base.model.widths, base.train.epochs = 300, (32,), 4
+      base.data.train_size, base.model.widths, base.train.epochs = 300, (32,), 10
+      base.optimizer.learning_rate = 3e-2
       base.early_stopping.patience = 1
   if smoke:
     return base, (0.0, 1e-2), 2
