@@ -8,7 +8,10 @@ trained; member m sees bootstrap resample m of a fixed MNIST training subset (dr
 `np.random.default_rng(m)`) and initialises / shuffles with `jax.random.key(m)`. So the
 spread between members is the variance over both training sets and seeds, and member m
 is the same draw at every strength and width (common random numbers). Training runs a
-fixed number of epochs without early stopping, so L2 is the only regularizer.
+fixed number of epochs without early stopping, so L2 is the only regularizer. Each
+member is a `train.Run` whose Dataset is a view of the base split through its bootstrap
+rows, and all members of a width (every strength and resample) train as one vmapped
+program (`train.RunGroup`): regjax's one training program, batch for batch.
 
 The members' test predictions are decomposed two ways (noise assumed 0):
   * Domingos (2000), 0-1 loss. Main prediction y_m(x) = the mode of the members' labels
@@ -30,10 +33,9 @@ Outputs in --out: results.json, bias_variance_decomposition.png, report.md.
 import dataclasses
 from pathlib import Path
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 from matplotlib import figure as mpl_figure
 from matplotlib.backends import backend_agg
 import ml_collections
@@ -42,8 +44,9 @@ import numpy as np
 from regjax import report
 from regjax import schema
 from regjax import train
-from regjax.data import load_dataset
+from regjax.data import Dataset, load_dataset
 from regjax.errors import ConfigError
+from regjax.trainer import Trainer
 from experiments import common
 
 FIGURE = 'bias_variance_decomposition.png'
@@ -94,42 +97,44 @@ def bootstrap_indices(n: int, members: int) -> np.ndarray:
                    for m in range(members)])
 
 
-def make_member_fit(trainer: train.Trainer, epochs: int) -> Callable[..., Any]:
-  """A jitted fit of many members at once: vmap over (bootstrap rows, L2, seeds).
+def member_runs(config: ml_collections.ConfigDict, data: Dataset, rows: np.ndarray,
+                l2_values: Sequence[float], seeds: Sequence[int]) -> list[train.Run]:
+  """One `train.Run` per member r: it trains on bootstrap row r of the base split.
 
-  Returns f(x (N, ...), y (N,), idx (M, N) int32, l2 (M,) f32, seeds (M,) int32) ->
-  (params and batch_stats with a leading member axis, per-epoch mean train metrics
-  (M, epochs)). Each member's epoch shuffles the positions of its bootstrap row with
-  `permutation(fold_in(shuffle_key, epoch))`, as `Trainer.train_epoch` does; the epoch is
-  written out here (over `Trainer.train_step`) because batches index the shared x through
-  the member's bootstrap row instead of taking a materialised resampled copy per member.
+  rows: (M, n) int32 positions in the base training split (`bootstrap_indices`).
+  Member r's Dataset is a view of `data` (no inputs are copied): training pool rows
+  `data.train_idx[rows[r]]` with labels `data.y_train[rows[r]]`, the base split's test
+  set, and no validation set. Its config is `config` with `penalty.l2 = l2_values[r]`,
+  and its seed `seeds[r]` gives its init, shuffle and dropout keys.
   """
-  bs = trainer.batch_size
-
-  def fit_one(x, y, idx, l2, seed):
-    n = idx.shape[0]
-    steps = n // bs
-    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
-    state = trainer.init(init_key, x[:1])
-    hparams = {'l1': jnp.float32(0.0), 'l2': l2}
-
-    def epoch(state, e):
-      order = jax.random.permutation(jax.random.fold_in(shuffle_key, e), n)
-      batches = idx[order[:steps * bs]].reshape(steps, bs)
-
-      def step(state, rows):
-        return trainer.train_step(state, x[rows], y[rows], hparams, dropout_key)
-
-      state, metrics = jax.lax.scan(step, state, batches)
-      return state, jax.tree.map(jnp.mean, metrics)
-
-    state, history = jax.lax.scan(epoch, state, jnp.arange(epochs))
-    return {'params': state.params, 'batch_stats': state.batch_stats}, history
-
-  return jax.jit(jax.vmap(fit_one, in_axes=(None, None, 0, 0, 0)))
+  runs = []
+  for r, l2, seed in zip(rows, l2_values, seeds):
+    member = ml_collections.ConfigDict(config.to_dict())
+    member.penalty.l2 = float(l2)
+    # Without early stopping nothing reads the validation set; evaluating it every epoch
+    # would cost each member more than its training (3x the examples on MNIST).
+    resample = dataclasses.replace(data, train_idx=data.train_idx[r],
+                                   y_train=data.y_train[r],
+                                   val_idx=data.val_idx[:0])
+    runs.append(train.Run(member, int(seed), resample))
+  return runs
 
 
-def predict_probs(trainer: train.Trainer, variables: dict[str, Any], x: np.ndarray,
+def fit_members(runs: Sequence[train.Run]
+                ) -> tuple[dict[str, Any], list[list[dict[str, float]]], Trainer]:
+  """Trains the members as one vmapped program (`train.RunGroup`) to their last epoch.
+
+  Returns (variables, histories, trainer): the final params and batch_stats stacked
+  with a leading member axis (M, ...), each member's per-epoch metrics rows, and the
+  program's `Trainer` (its model makes the predictions).
+  """
+  group = train.RunGroup(runs)
+  results = group.fit()
+  variables = jax.tree.map(lambda *a: np.stack(a), *[v for _, _, v in results])
+  return variables, [history for _, history, _ in results], group.program.trainer
+
+
+def predict_probs(trainer: Trainer, variables: dict[str, Any], x: np.ndarray,
                   chunk: int = 1000) -> np.ndarray:
   """Softmax probabilities (M, N, C) of M stacked members on x (N, ...), in chunks."""
   def probs(v, xb):
@@ -219,23 +224,22 @@ def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8
   s = make_settings(smoke, seeds)
   config = base_config(s, mnist_dir)
   data = load_dataset(config.data)
-  idx = bootstrap_indices(len(data.y_train), s.members)
-  member_seeds = np.arange(s.members, dtype=np.int32)
+  idx = bootstrap_indices(data.num_train, s.members)
   n_l2 = len(s.l2_values)
   # Flattened (strength, member) grid: row r is strength r // members, member r % members.
-  grid_idx = np.tile(idx, (n_l2, 1))
-  grid_l2 = np.repeat(np.asarray(s.l2_values, np.float32), s.members)
-  grid_seeds = np.tile(member_seeds, n_l2)
+  grid_rows = np.tile(idx, (n_l2, 1))
+  grid_l2 = np.repeat(s.l2_values, s.members)
+  grid_seeds = np.tile(np.arange(s.members), n_l2)
   points = []
   for width in s.widths:
     config.model.widths = (width,)
-    trainer = train.make_trainer(config, data.num_classes, len(data.y_train))
     t0 = time.perf_counter()
-    variables, history = make_member_fit(trainer, s.epochs)(
-        data.x_train, data.y_train, grid_idx, grid_l2, grid_seeds)
+    variables, histories, trainer = fit_members(
+        member_runs(config, data, grid_rows, grid_l2, grid_seeds))
     probs = predict_probs(trainer, variables, data.x_test)
     seconds = time.perf_counter() - t0
-    final_train_acc = np.asarray(history['train_accuracy'])[:, -1]
+    # float32, as the program computed them (their mean too).
+    final_train_acc = np.float32([h[-1]['train_accuracy'] for h in histories])
     for j, l2 in enumerate(s.l2_values):
       rows = slice(j * s.members, (j + 1) * s.members)
       point = {'width': width, 'l2': l2, **decompose(probs[rows], data.y_test,
@@ -245,7 +249,7 @@ def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8
     print(f'width {width}: {n_l2 * s.members} members in {seconds:.1f} s', flush=True)
   results = {
       'settings': dataclasses.asdict(s),
-      'data': {'name': data.name, 'train_size': len(data.y_train),
+      'data': {'name': data.name, 'train_size': data.num_train,
                'test_size': len(data.y_test)},
       'points': points,
       'max_abs_residual': {

@@ -47,7 +47,7 @@ print('devices', jax.devices())
 EOF
 } 2>&1 | tee "$out/gpu.txt"
 
-step 60 'benchmark smoke (digits)' "$py" -m experiments.benchmark --smoke \
+step 90 'benchmark smoke (digits)' "$py" -m experiments.benchmark --smoke \
   --out="$work/smoke" --keras_python= --torch_python=
 step 300 'benchmark (MNIST)' "$py" -m experiments.benchmark --mnist_dir="$mnist" \
   --out="$work/bench" --keras_python="$py" --torch_python="$py"

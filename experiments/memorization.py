@@ -15,16 +15,16 @@ about 45% of them). Validation and test labels stay clean.
      changed that the network predicts as their (wrong) noisy label.
   2. Regularizers (L2 penalty, dropout, decoupled weight decay) at one typical strength,
      at a few noise levels: do they slow the fit, or stop it?
-  3. Early stopping on the clean validation loss (regjax's `Runner` with patience 10,
+  3. Early stopping on the clean validation loss (`regjax.train.fit` with patience 10,
      best weights restored), paired by seed with the run that trains to the end: the
      epoch it keeps, test accuracy there vs at the end, and how much of the noise was
      memorized at each.
 
-The fixed-epoch runs use `Trainer.train_epoch` (the very epoch `Runner.fit` compiles,
-with the same seed -> init/shuffle/dropout keys) plus an inference-mode evaluation of
-the training and validation sets after each epoch, which the Runner does not expose;
-so the early-stopped run with seed k follows the same path as the full run with seed k
-until it stops.
+Every run is regjax's one training program (regjax/program.py). The fixed-epoch runs
+add the per-epoch scores as the program's extra evaluation sets (`eval_sets`: the
+training set, and the changed examples against their noisy and their true labels); the
+validation curve is the program's own. So the early-stopped run with seed k follows
+the same path as the full run with seed k until it stops.
 
 Outputs in --out: results.json, memorization_fit.png, memorization_regularizers.png,
 memorization_early_stopping.png, report.md.
@@ -36,7 +36,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 from matplotlib import figure as mpl_figure
 from matplotlib.backends import backend_agg
@@ -46,8 +45,10 @@ import numpy as np
 from regjax import report
 from regjax import schema
 from regjax import train
+from regjax import trainer as trainer_lib
 from regjax.data import Dataset, load_dataset
 from regjax.errors import ConfigError
+from regjax.program import EvalSet
 from experiments import common
 
 FIT_FIGURE = 'memorization_fit.png'
@@ -117,6 +118,28 @@ def epochs_to_fit(curve: list[float], threshold: float = FIT_THRESHOLD) -> int |
   return None
 
 
+def changed_rows(data: Dataset) -> np.ndarray:
+  """Positions in the training split whose label noise changed the class, (n_changed,)."""
+  return np.flatnonzero(data.y_train != data.y_train_clean)
+
+
+def eval_sets(data: Dataset) -> list[EvalSet]:
+  """The per-epoch scores of a trajectory as the program's extra evaluation sets.
+
+  'trainset': every training example against its (noisy) training label; 'changed': the
+  examples whose label was changed, against the noisy label (memorized); and
+  'changed_clean': the same examples against their true class. No changed sets when no
+  label changed.
+  """
+  sets = [EvalSet('trainset', 'pool', data.train_idx, data.y_train)]
+  changed = changed_rows(data)
+  if len(changed):
+    rows = data.train_idx[changed]
+    sets += [EvalSet('changed', 'pool', rows, data.y_train[changed]),
+             EvalSet('changed_clean', 'pool', rows, data.y_train_clean[changed])]
+  return sets
+
+
 def trajectories(config: ml_collections.ConfigDict, data: Dataset, seeds: int
                  ) -> list[dict[str, Any]]:
   """Trains `seeds` runs for config.train.epochs, evaluating after every epoch.
@@ -127,74 +150,44 @@ def trajectories(config: ml_collections.ConfigDict, data: Dataset, seeds: int
   'train_mode_accuracy_curve' (batch mean, as Keras reports it), and at the end
   'test_accuracy', 'train_accuracy', 'memorized', 'changed_true_class'.
   """
-  trainer = train.make_trainer(config, data.num_classes, len(data.y_train))
-  hparams = train.penalty_hparams(config.penalty)
-  changed = data.y_train != data.y_train_clean
-  n_train = len(data.y_train)
-  x_train, y_train = jax.device_put(data.x_train), jax.device_put(data.y_train)
-  # Training and validation images in one array: one compiled forward pass per epoch.
-  x_eval = jax.device_put(np.concatenate([data.x_train, data.x_val]))
-  epoch_fn = jax.jit(trainer.train_epoch)
-
-  @jax.jit
-  def logits_fn(params, batch_stats, x):
-    return trainer.model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                               train=False)
-
-  def scores(logits: np.ndarray) -> dict[str, float]:
-    pred = logits.argmax(-1)
-    tr, va = pred[:n_train], pred[n_train:]
-    shifted = logits[n_train:] - logits[n_train:].max(-1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    out = {'train': float(np.mean(tr == data.y_train)),
-           'val': float(np.mean(va == data.y_val)),
-           'val_loss': float(-np.mean(log_p[np.arange(len(va)), data.y_val]))}
-    if changed.any():
-      out['memorized'] = float(np.mean(tr[changed] == data.y_train[changed]))
-      out['true_class'] = float(np.mean(tr[changed] == data.y_train_clean[changed]))
-    return out
-
+  sets = eval_sets(data)
   rows = []
   for seed in range(seeds):
-    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(seed), 3)
-    state = trainer.init(init_key, x_train[:1])
-    curves = {k: [] for k in ('train', 'val', 'val_loss', 'memorized', 'train_mode')}
-    t0 = time.perf_counter()
-    for epoch in range(config.train.epochs):
-      state, metrics = epoch_fn(state, x_train, y_train, hparams, shuffle_key,
-                                dropout_key, jnp.int32(epoch))
-      sc = scores(np.asarray(logits_fn(state.params, state.batch_stats, x_eval)))
-      for k in ('train', 'val', 'val_loss', 'memorized'):
-        if k in sc:
-          curves[k].append(sc[k])
-      curves['train_mode'].append(float(metrics['train_accuracy']))
-    test_pred = np.asarray(logits_fn(state.params, state.batch_stats,
-                                     jax.device_put(data.x_test))).argmax(-1)
+    # One run per group, as `early_stopped`'s train.fit trains it: seed k's full run and
+    # its early-stopped run take the same steps, bit for bit, until the latter stops.
+    # The seeds share one compiled program (regjax/train.py `_program_key`).
+    group = train.RunGroup([train.Run(config, seed, data)], eval_sets=sets)
+    ((record, history, _),) = group.fit()
+    curve = lambda key: [row[key] for row in history if key in row]
+    memorized = curve('changed_accuracy')
     rows.append({
         'seed': seed,
-        'train_accuracy_curve': curves['train'],
-        'memorized_curve': curves['memorized'],
-        'val_accuracy_curve': curves['val'],
-        'val_loss_curve': curves['val_loss'],
-        'train_mode_accuracy_curve': curves['train_mode'],
-        'train_accuracy': sc['train'],
-        'memorized': sc.get('memorized'),
-        'changed_true_class': sc.get('true_class'),
-        'test_accuracy': float(np.mean(test_pred == data.y_test)),
-        'epochs_run': config.train.epochs,
-        'seconds_per_epoch': (time.perf_counter() - t0) / config.train.epochs,
+        'train_accuracy_curve': curve('trainset_accuracy'),
+        'memorized_curve': memorized,
+        'val_accuracy_curve': curve('val_accuracy'),
+        'val_loss_curve': curve('val_loss'),
+        'train_mode_accuracy_curve': curve('train_accuracy'),
+        'train_accuracy': history[-1]['trainset_accuracy'],
+        'memorized': memorized[-1] if memorized else None,
+        'changed_true_class': history[-1].get('changed_clean_accuracy'),
+        'test_accuracy': record['test_accuracy'],
+        'epochs_run': record['epochs_run'],
+        'seconds_per_epoch': record['seconds_per_epoch'],
     })
   return rows
 
 
 def early_stopped(config: ml_collections.ConfigDict, data: Dataset, seeds: int
                   ) -> list[dict[str, Any]]:
-  """regjax's Runner with early stopping: per seed the kept epoch and its accuracies."""
-  changed = np.flatnonzero(data.y_train != data.y_train_clean)
-  runner = train.Runner(config, data)
+  """`train.fit` with early stopping: per seed the kept epoch and its accuracies."""
+  changed = changed_rows(data)
+  # The kept weights on the changed examples, in inference mode (any Trainer of this
+  # config evaluates them alike; its penalty terms do not enter the evaluation).
+  evaluate = jax.jit(trainer_lib.make_trainer(config, data.num_classes,
+                                              data.num_train).evaluate)
   rows = []
   for seed in range(seeds):
-    record, history, v = runner.fit(seed)
+    record, history, v = train.fit(config, data, seed)
     row = {'seed': seed, 'best_epoch': record['best_epoch'],
            'epochs_run': record['epochs_run'],
            'val_accuracy_curve': [r['val_accuracy'] for r in history],
@@ -202,11 +195,11 @@ def early_stopped(config: ml_collections.ConfigDict, data: Dataset, seeds: int
            'test_accuracy': record['test_accuracy'], 'memorized': None,
            'changed_true_class': None}
     if len(changed):
-      x, bs = data.x_train[changed], v['batch_stats']
-      row['memorized'] = runner.evaluate(v['params'], bs, x,
-                                         data.y_train[changed])['accuracy']
-      row['changed_true_class'] = runner.evaluate(v['params'], bs, x,
-                                                  data.y_train_clean[changed])['accuracy']
+      x = data.x_train[changed]
+      row['memorized'] = float(evaluate(v['params'], v['batch_stats'], x,
+                                        data.y_train[changed])['accuracy'])
+      row['changed_true_class'] = float(evaluate(v['params'], v['batch_stats'], x,
+                                                 data.y_train_clean[changed])['accuracy'])
     rows.append(row)
   return rows
 
@@ -218,7 +211,7 @@ def train_group(s: Settings, mnist_dir: str, noise: float, name: str,
   data = load_dataset(config.data)
   es = bool(config.early_stopping.enabled)
   rows = (early_stopped if es else trajectories)(config, data, s.seeds)
-  changed = int(np.sum(data.y_train != data.y_train_clean))
+  changed = len(changed_rows(data))
   for row in rows:
     row.update(noise=noise, regularizer=name, early_stopping=es, changed_labels=changed,
                epochs_to_fit=(None if es else epochs_to_fit(row['train_accuracy_curve'])),

@@ -27,6 +27,31 @@ class FlopsTest(absltest.TestCase):
       compile(code, 'child', 'exec')
 
 
+class LanesTest(absltest.TestCase):
+  """The lanes a compacting RunGroup computes per epoch, from its members' epochs."""
+
+  def test_program_shrinks_once_half_the_lanes_stopped(self):
+    one_device = lambda n: n
+    # 4 lanes until three stop after epoch 3 (1 running <= 4 // 2), then 1 lane.
+    self.assertEqual(benchmark.lanes_per_epoch([10, 3, 3, 3], one_device),
+                     [4, 4, 4] + [1] * 7)
+    # Two of four stop after epoch 2: 2 running <= 2, so 2 lanes from epoch 3.
+    self.assertEqual(benchmark.lanes_per_epoch([5, 5, 2, 2], one_device),
+                     [4, 4, 2, 2, 2])
+    # Five lanes: 3 running is more than half of 5, 2 is not (2 lanes); then 1 of 2.
+    lanes = benchmark.lanes_per_epoch([5, 4, 3, 2, 2], one_device)
+    self.assertEqual(lanes, [5, 5, 5, 2, 1])
+    self.assertEqual(sum(lanes), 18)  # Computed, against 16 member-epochs needed.
+    # Three running of eight move into 4 lanes (the next power of two), not 3.
+    self.assertEqual(benchmark.lanes_per_epoch([3, 3, 3] + [1] * 5, one_device),
+                     [8, 4, 4])
+
+  def test_lanes_are_padded_to_the_placement(self):
+    # E.g. two devices: a program's lanes are a multiple of 2.
+    two_devices = lambda n: n + n % 2
+    self.assertEqual(benchmark.lanes_per_epoch([4, 1, 1], two_devices), [4, 2, 2, 2])
+
+
 class SmokeTest(absltest.TestCase):
 
   def test_smoke_run_writes_every_section_and_the_targets(self):
@@ -74,7 +99,18 @@ class SmokeTest(absltest.TestCase):
       self.assertEqual(s['same_stop_epoch'], s['members'], name)
       # The vmapped sweep runs as long as its longest member.
       self.assertBetween(s['member_epochs'], s['vmapped_epochs'], 4 * s['vmapped_epochs'])
+      # It computes every needed member-epoch, and at most all lanes of every epoch.
+      self.assertLen(s['program_lanes_per_epoch'], s['vmapped_epochs'])
+      self.assertEqual(s['computed_member_epochs'], sum(s['program_lanes_per_epoch']))
+      self.assertBetween(s['computed_member_epochs'], s['member_epochs'],
+                         s['members'] * s['vmapped_epochs'])
+      self.assertAlmostEqual(s['computed_per_needed'],
+                             s['computed_member_epochs'] / s['member_epochs'])
+      # Two programs one after another (without and with the L2 term), each compiled once.
+      self.assertEqual(s['sequential_programs_compiled'], 2)
+      self.assertGreaterEqual(s['vmapped_programs_compiled'], 1)
     self.assertGreater(results['first_compile_seconds'], 0)
+    self.assertGreater(results['first_compile_cpu_seconds'], 0)
     self.assertGreater(results['peak_rss_mib']['end'], 50)
     targets = results['targets']
     self.assertIsNone(targets['keras_speedup_batch32']['met'])
@@ -83,6 +119,7 @@ class SmokeTest(absltest.TestCase):
     self.assertIn('## Targets', summary)
     self.assertIn('| keras | skipped:', summary)
     self.assertIn(benchmark.FLOP_FORMULA, summary)
+    self.assertIn('member-epochs computed / needed', summary)
 
 
 if __name__ == '__main__':

@@ -161,7 +161,7 @@ class EarlyStoppingTest(parameterized.TestCase):
       self.assertEqual((es['stop_epoch'], es['kept_epoch']), (stop, kept))
       self.assertEqual(es['epochs_run'], stop + 1)
 
-  def test_replay_equals_runner_fit(self):
+  def test_replay_equals_train_fit(self):
     c = schema.default_config()
     c.data.train_size, c.data.label_noise = 400, 0.3
     c.model.widths, c.train.epochs, c.early_stopping.patience = (64,), 30, 2
@@ -169,7 +169,7 @@ class EarlyStoppingTest(parameterized.TestCase):
     data = load_dataset(c.data)
     rows, _ = common.Trajectory(c, data).run(3)
     es = common.simulate_early_stopping(rows, 2)
-    record, history, _ = train.Runner(c, data).fit(3)
+    record, history, _ = train.fit(c, data, 3)
     self.assertTrue(es['stopped'])  # The case is one that stops early.
     self.assertEqual(record['stop_epoch'], es['stop_epoch'])
     self.assertEqual(record['best_epoch'], es['kept_epoch'])

@@ -10,7 +10,6 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments import batchnorm
@@ -80,31 +79,35 @@ class BiasVarianceTest(parameterized.TestCase):
     self.assertFalse(np.array_equal(a[0], a[1]))
     self.assertLess(len(np.unique(a[0])), 50)  # With replacement: duplicates.
 
-  def test_identity_resample_trains_like_train_epoch(self):
-    # With the bootstrap row arange(n), the vmapped member fit must take exactly the
-    # steps of Trainer.train_epoch with the same seed (same keys, order and batches).
+  def test_members_train_like_plain_runs_on_their_resample(self):
+    # A member is a lane of one vmapped program reading the shared pool through its
+    # bootstrap rows. With the identity row arange(n) it must take exactly the steps of
+    # train.fit on the base split with the same seed (same keys, order and batches);
+    # with a real resample, those of train.fit on that resample. Up to float rounding:
+    # vmapped and single programs may round differently.
     s = bias_variance.make_settings(smoke=True, seeds=2)
     config = bias_variance.base_config(s, '')
     config.model.widths = (8,)
     config.train.epochs = 2
     data = load_dataset(config.data)
-    n = len(data.y_train)
-    trainer = train.make_trainer(config, data.num_classes, n)
-    fit = bias_variance.make_member_fit(trainer, epochs=2)
-    variables, history = fit(data.x_train, data.y_train,
-                             np.arange(n, dtype=np.int32)[None], np.float32([1e-3]),
-                             np.int32([5]))
-    init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(5), 3)
-    state = trainer.init(init_key, data.x_train[:1])
-    hparams = {'l1': jnp.float32(0.0), 'l2': jnp.float32(1e-3)}
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    for epoch in range(2):
-      state, metrics = trainer.train_epoch(state, x, y, hparams,
-                                           shuffle_key, dropout_key, jnp.int32(epoch))
-    chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], variables['params']),
-                                state.params, atol=1e-5)
-    self.assertAlmostEqual(float(history['train_loss'][0, 1]),
-                           float(metrics['train_loss']), places=5)
+    n = data.num_train
+    rows = np.stack([np.arange(n, dtype=np.int32),
+                     bias_variance.bootstrap_indices(n, 1)[0]])
+    runs = bias_variance.member_runs(config, data, rows, [1e-3, 0.0], [5, 6])
+    variables, histories, _ = bias_variance.fit_members(runs)
+    for m, run in enumerate(runs):
+      _, history, plain = train.fit(run.config, run.data, run.seed)
+      chex.assert_trees_all_close(jax.tree.map(lambda a: a[m], variables['params']),
+                                  plain['params'], atol=1e-5)
+      self.assertAlmostEqual(histories[m][1]['train_loss'], history[1]['train_loss'],
+                             places=5)
+    self.assertEqual(runs[0].config.penalty.l2, 1e-3)
+    np.testing.assert_array_equal(runs[0].data.train_idx, data.train_idx)
+    # The resample's member did not train on the base split.
+    _, _, base = train.fit(runs[1].config, data, 6)
+    diff = max(float(np.abs(a[1] - b).max()) for a, b in zip(
+        jax.tree.leaves(variables['params']), jax.tree.leaves(base['params'])))
+    self.assertGreater(diff, 1e-3)
 
   def test_one_member_is_refused(self):
     with self.assertRaisesRegex(ConfigError, 'seeds=1'):
@@ -225,7 +228,7 @@ class SmokeTest(absltest.TestCase):
     es = [r for r in res['runs'] if r['regularizer'] == 'early_stopping']
     self.assertLen(es, 1)
     self.assertTrue(es[0]['early_stopping'])
-    # The Runner's early-stopped run and the per-epoch trajectory share seed 0, so they
+    # train.fit's early-stopped run and the per-epoch trajectory share seed 0, so they
     # train the same path: equal validation accuracy on the epochs both ran.
     n = min(len(es[0]['val_accuracy_curve']), 4)
     np.testing.assert_allclose(es[0]['val_accuracy_curve'][:n],
