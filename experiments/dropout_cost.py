@@ -25,7 +25,7 @@ from experiments import common
 from regjax import data as data_lib
 from regjax import models
 from regjax import schema
-from regjax import train
+from regjax import trainer as trainer_lib
 from regjax.data import Dataset
 
 
@@ -41,12 +41,12 @@ def notebook_config(rate: float, batch_size: int = 32, width: int = 128):
 
 
 def _compiled_epoch(config, data: Dataset, arrays):
-  """(compiled epoch, its arguments): the epoch a `Runner` of `config` would train."""
-  trainer = train.make_trainer(config, data.num_classes, len(data.x_train),
-                               train.active_penalties(config.penalty))
-  init_key, shuffle_key, dropout_key = jax.random.split(jax.random.key(0), 3)
+  """(compiled epoch, its arguments): the training epoch of `config` (regjax/trainer.py)."""
+  trainer = trainer_lib.make_trainer(config, data.num_classes, data.num_train,
+                                     trainer_lib.active_penalties(config))
+  init_key, shuffle_key, dropout_key = trainer_lib.run_keys(0)
   state = trainer.init(init_key, arrays[0][:1])
-  args = (state, *arrays, train.penalty_hparams(config.penalty), shuffle_key, dropout_key,
+  args = (state, *arrays, trainer_lib.penalty_hparams(config), shuffle_key, dropout_key,
           jnp.int32(0))
   compiled = jax.jit(trainer.train_epoch).lower(*args).compile()
   jax.block_until_ready(compiled(*args))  # Warm-up: first-call allocations, caches.

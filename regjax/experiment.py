@@ -275,7 +275,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
       def done(k: int, record: dict[str, Any], rows: list[dict[str, Any]],
                variables: dict[str, Any] | None, status: str) -> None:
         nonlocal written
-        record = {'variant': names[k], **record}
+        # run_dir: where its files are, relative to the workdir (regjax/workdir.py).
+        record = {'variant': names[k], **record,
+                  'run_dir': os.path.relpath(run_dirs[k], workdir)}
         finished[k] = (record, rows)
         if not writer:
           return

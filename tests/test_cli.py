@@ -175,7 +175,8 @@ class ConfigHelpTest(absltest.TestCase):
                      'Seeds the validation split, subsample and label noise (fixed across '
                      'replicate seeds so variants see the same data).')
     self.assertTrue(comments['train.vectorize'].endswith('(on a CPU it measured no faster).'))
-    self.assertEqual(comments['penalty.l1'], 'l1 * sum |w|.')
+    # Registered regularizers' fields take their registration's doc.
+    self.assertEqual(comments['penalty.l1'], 'l1 * sum |w| over the masked weights (a loss term).')
     self.assertEqual(comments['train.new_field'], 'Added by a loop.')
     self.assertEqual(comments['seed'], 'Replaced.')
     # Every value field of the schema has its comment.
@@ -249,7 +250,7 @@ class CommandLineTest(parameterized.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr)
     self.assertEqual(proc.stderr, '')
     self.assertRegex(proc.stdout, r'(?m)^train\.epochs = 7 +# Maximum epochs\.$')
-    self.assertRegex(proc.stdout, r'(?m)^penalty\.l1 = 0\.0 +# l1 \* sum \|w\|\.$')
+    self.assertRegex(proc.stdout, r'(?m)^penalty\.l1 = 0\.0 +# l1 \* sum \|w\| over the masked')
     self.assertIn('\nl1_drop:model.dropout_rate=0.2,penalty.l1=0.0001\n', proc.stdout)
     self.assertEqual(os.listdir(cwd), [])
 

@@ -246,10 +246,10 @@ def corrupt_npz(arrays: dict[str, np.ndarray], kind: str, draw) -> dict[str, np.
     flat = out[x].copy().reshape(-1)
     flat[draw(st.integers(0, flat.size - 1))] = draw(_non_finite)
     out[x] = flat.reshape(out[x].shape)
-  elif kind == 'pixels_out_of_range':
-    flat = out[x].copy().reshape(-1)
+  elif kind == 'beyond_float32':  # Float values are kept in any range, but must fit.
+    flat = out[x].astype(np.float64).reshape(-1)
     flat[draw(st.integers(0, flat.size - 1))] = draw(st.one_of(
-        st.floats(max_value=-1e-3, min_value=-1e6), st.floats(min_value=1.001, max_value=1e6)))
+        st.floats(max_value=-1e39, min_value=-1e300), st.floats(min_value=1e39, max_value=1e300)))
     out[x] = flat.reshape(out[x].shape)
   elif kind == 'negative_label':
     labels = out[y].copy()
@@ -318,7 +318,7 @@ class DataFileFuzzTest(_FinishedWorkdirTest):
     self.assert_rejected({'name': 'mnist', 'dir': folder, 'train_size': 0}, 'data.dir')
 
   @FUZZ
-  @given(st.sampled_from(['missing_key', 'nan_pixels', 'pixels_out_of_range',
+  @given(st.sampled_from(['missing_key', 'nan_pixels', 'beyond_float32',
                           'negative_label', 'wrong_shape', 'float_labels', 'empty']),
          st.data())
   def test_corrupt_npz_file(self, kind, data):

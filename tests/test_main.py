@@ -97,7 +97,7 @@ class RunTest(absltest.TestCase):
       config.only = 'baseline,l2_1e-2,decay_1'
       lines = []
       results[mode] = experiment.run(config, tempfile.mkdtemp(), log=lines.append)
-      self.assertEqual(any('one vmapped program' in line for line in lines), mode == 'always')
+      self.assertEqual(any('runs as 1 program' in line for line in lines), mode == 'always')
     for one, many in zip(results['never']['records'], results['always']['records']):
       self.assertEqual((one['variant'], one['seed']), (many['variant'], many['seed']))
       self.assertEqual(one['best_epoch'], many['best_epoch'])

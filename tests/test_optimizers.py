@@ -13,6 +13,7 @@ from sklearn.linear_model import Lasso
 
 from regjax import masks
 from regjax import optimizers
+from regjax import regularizers
 from regjax import schema
 from regjax.errors import ConfigError
 
@@ -152,7 +153,7 @@ class ChainTest(parameterized.TestCase):
     grads_fn = lambda p: jax.tree.map(lambda w: jnp.cos(2.0 * w), p)
     cfg = _config(name=name, learning_rate=0.05)
     everything = optimizers.make_optimizer(cfg, 10,
-                                           include=optimizers.OPTIONAL_TRANSFORMS)
+                                           include=regularizers.transform_names())
     plain = optimizers.make_optimizer(cfg, 10)
     self.assertLen(everything.init(params).hyperparams,
                    len(plain.init(params).hyperparams) + 5)
