@@ -23,11 +23,12 @@ and Ctrl-C checkpoint the current program and stop with status 143 / 130
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -38,9 +39,11 @@ from regjax import report
 from regjax import schema
 from regjax import sweep
 from regjax import train
+from regjax import tuning
 from regjax import variants
 from regjax import workdir as workdir_lib
-from regjax.data import Dataset, load_dataset
+from regjax import data as data_lib
+from regjax.data import Dataset
 from regjax.errors import ConfigError
 
 Log = Callable[[str], None]
@@ -126,12 +129,54 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict,
   return False
 
 
-def plan(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.ConfigDict,
-                                                      Dataset]]:
-  """Validates the comparison's configs and loads its data, before anything trains.
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A variant of the comparison: its full config (grid values unset) and its grid."""
+  name: str
+  config: ml_collections.ConfigDict
+  grid: variants.Grid
 
-  Returns [(variant name, its full config, its dataset)] in table order, loading each
-  distinct data config once.
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+  """One run of the comparison: a variant's grid point for one replicate.
+
+  point: the grid index, or None for an untuned variant.
+  """
+  variant: str
+  seed: int
+  point: int | None
+  run: train.Run
+
+  @property
+  def label(self) -> str:
+    """'l2 seed 3' or 'l2 seed 3 point 5' (the seed, not a replicate index)."""
+    return f'{self.variant} seed {self.seed}' + (
+        '' if self.point is None else f' point {self.point}')
+
+  def directory(self, workdir: str) -> str:
+    """Its folder: runs/<variant>/seed_<s>[/point_<j>] (regjax/workdir.py)."""
+    base = workdir_lib.run_dir(workdir, self.variant, self.seed)
+    return base if self.point is None else os.path.join(base, f'point_{self.point}')
+
+
+def _point_problem(name: str, grid: variants.Grid, e: ConfigError) -> ConfigError:
+  """Names a bad value as the variant's (tune) field when it is one."""
+  field = e.field or ''
+  if field in grid.fields:
+    return ConfigError(f'variants.{name}.{variants.TUNE}.{field}', e.value, e.allowed)
+  if field and not field.startswith('variants.'):
+    return ConfigError(f'variants.{name}.{field}', e.value, e.allowed)
+  return e
+
+
+def plan(config: ml_collections.ConfigDict) -> tuple[list[Variant], list[Planned]]:
+  """Validates the comparison and lays out its runs, before anything trains.
+
+  Returns the variants in table order and one run per (variant, replicate, grid point)
+  in that order: replicate i has seed `config.seed + i`; with `resample` its data split
+  uses `data.split_seed + seed` (the same for every variant, so runs stay paired). Each
+  data source is loaded once, each split made once.
   """
   defaults = schema.default_config()
   schema.check_types(config, defaults)
@@ -139,8 +184,8 @@ def plan(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.Co
   if config.train.vectorize not in sweep.VECTORIZE_MODES:
     raise ConfigError('train.vectorize', config.train.vectorize,
                       f'one of {", ".join(sweep.VECTORIZE_MODES)}')
-  datasets: dict[str, Dataset] = {}
-  out = []
+  tuning.selection_metric(config)
+  planned_variants = []
   for name in variants.names(config):
     vcfg = variants.variant_config(config, name)
     try:
@@ -148,32 +193,54 @@ def plan(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.Co
     except ConfigError as e:  # The base passed: the bad value is this variant's.
       raise ConfigError(f'variants.{name}.{e.field}', e.value, e.allowed) from None
     _check_top_level(vcfg)
-    key = json.dumps(vcfg.data.to_dict(), sort_keys=True)
-    if key not in datasets:
-      datasets[key] = load_dataset(vcfg.data)
-    out.append((name, vcfg, datasets[key]))
-  return out
+    planned_variants.append(Variant(name, vcfg, variants.grid(config, name)))
+  sizes = {v.name: len(v.grid.points) for v in planned_variants}
+  if config.equal_grids and len(set(sizes.values())) > 1:
+    raise ConfigError('equal_grids', True, 'every variant needs the same number of grid '
+                      f'points (got {sizes}); make the grids equal, or set '
+                      'equal_grids=False to compare unequal tuning budgets')
+  sources: dict[str, Any] = {}
+  splits: dict[str, Dataset] = {}
+  runs = []
+  for v in planned_variants:
+    for i in range(v.config.seeds):
+      seed = v.config.seed + i
+      for j, point in enumerate(v.grid.points):
+        rcfg = variants.point_config(v.config, point, v.name)
+        if config.resample:
+          rcfg.data.split_seed = v.config.data.split_seed + seed
+        try:
+          source_key = json.dumps([rcfg.data.name, rcfg.data.dir])
+          if source_key not in sources:
+            sources[source_key] = data_lib.load_source(rcfg.data)
+          split_key = json.dumps(rcfg.data.to_dict(), sort_keys=True)
+          if split_key not in splits:
+            splits[split_key] = data_lib.split(sources[source_key], rcfg.data)
+        except ConfigError as e:
+          raise _point_problem(v.name, v.grid, e) from None
+        runs.append(Planned(v.name, seed, j if v.grid.tuned else None,
+                            train.Run(rcfg, seed, splits[split_key])))
+  return planned_variants, runs
 
 
-def make_groups(runs: list[tuple[str, train.Run]], mode: str) -> list[list[int]]:
+def make_groups(runs: Sequence[train.Run], mode: str) -> list[list[int]]:
   """Indices of `runs` grouped into programs: runs that can share one vmapped program
   when `sweep.should_vectorize` says so for them, else one run per program."""
   groups = []
-  for group in sweep.vectorizable_groups([r.config for _, r in runs]):
-    if sweep.should_vectorize([runs[k][1].config for k in group], mode):
+  for group in sweep.vectorizable_groups([r.config for r in runs]):
+    if sweep.should_vectorize([runs[k].config for k in group], mode):
       groups.append(group)
     else:
       groups += [[k] for k in group]
   return sorted(groups)
 
 
-def _progress(name: str, seed: int, log: Log, every: int = 10
-              ) -> Callable[[dict[str, float]], None]:
+def _progress(label: str, log: Log, every: int = 10) -> Callable[[dict[str, float]], None]:
   def on_epoch(row):
     if row['epoch'] % every == 0:
       val = (f"val_acc {100 * row['val_accuracy']:6.2f}%  val_loss {row['val_loss']:.4f}"
              if 'val_accuracy' in row else '')
-      log(f"  [{name} seed {seed}] epoch {row['epoch']:3d}  "
+      log(f"  [{label}] epoch {row['epoch']:3d}  "
           f"train_loss {row['train_loss']:.4f}  {val}  ({row['seconds']:.3f} s)")
   return on_epoch
 
@@ -196,12 +263,13 @@ def _outcome(record: dict[str, Any]) -> str:
           f"({record['stop_reason']})")
 
 
-def _metrics_lines(name: str, record: dict[str, Any], rows: list[dict[str, Any]]
+def _metrics_lines(p: Planned, record: dict[str, Any], rows: list[dict[str, Any]]
                    ) -> list[dict[str, Any]]:
-  return [{'variant': name, 'seed': record['seed'], **row} for row in rows]
+  point = {} if p.point is None else {'point': p.point}
+  return [{'variant': p.variant, 'seed': record['seed'], **point, **row} for row in rows]
 
 
-def _rebuild_metrics(path: str | None, names: list[str], finished: list[Any]) -> int:
+def _rebuild_metrics(path: str | None, runs: Sequence[Planned], finished: list[Any]) -> int:
   """Rewrites metrics.jsonl (atomically) from the finished runs that precede the first
   unfinished one, and returns how many runs that is.
 
@@ -212,11 +280,47 @@ def _rebuild_metrics(path: str | None, names: list[str], finished: list[Any]) ->
   prefix = next((k for k, f in enumerate(finished) if f is None), len(finished))
   if path is None:  # Not the writing process.
     return prefix
-  lines = [line for k in range(prefix)
-           for line in _metrics_lines(names[k], *finished[k])]
+  lines = [line for k in range(prefix) for line in _metrics_lines(runs[k], *finished[k])]
   report.atomic_write_text(path, ''.join(
       json.dumps(report.to_jsonable(line), allow_nan=False) + '\n' for line in lines))
   return prefix
+
+
+class _Reported:
+  """Keeps the weights file of only the best point so far of each (variant, seed).
+
+  A tuned replicate reports its chosen point, the one best on validation (ties: the first
+  in grid order); its other points' weights are not kept, so a workdir holds one weights
+  file per replicate however large the grid.
+  """
+
+  def __init__(self, runs: Sequence[Planned], workdir: str, metric: str, mode: str):
+    self.runs, self.workdir, self.metric, self.mode = runs, workdir, metric, mode
+    self.best: dict[tuple[str, int], tuple[float, int, int]] = {}
+
+  def _key(self, k: int, record: Mapping[str, Any]) -> tuple[float, int]:
+    # tuning.choose's order: the better score, then the lower grid index.
+    return tuning.score(record, self.metric, self.mode), -self.runs[k].point
+
+  def note(self, k: int, record: Mapping[str, Any]) -> bool:
+    """Records finished run k; whether its weights are (so far) the ones to report."""
+    p = self.runs[k]
+    if p.point is None:
+      return True
+    key = self._key(k, record)
+    current = self.best.get((p.variant, p.seed))
+    if current is not None and current[:2] >= key:
+      return False
+    self.best[(p.variant, p.seed)] = (*key, k)
+    return True
+
+  def drop_previous(self, k: int, previous: int | None) -> None:
+    """Deletes the weights of the point that run k replaced as the best."""
+    if previous is not None and previous != k:
+      path = os.path.join(self.runs[previous].directory(self.workdir),
+                          workdir_lib.VARIABLES_FILE)
+      if os.path.exists(path):
+        os.remove(path)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
@@ -233,7 +337,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
       written; None = no checkpoints (finished runs are still recorded and not rerun;
       unfinished ones start over). It does not change any result.
   Returns:
-    {'rows': summary rows (report.summarize), 'records': one per (variant, seed),
+    {'rows': summary rows (report.summarize), 'records': one per (variant, replicate),
+     the chosen grid point's for a tuned variant, 'choices': what each variant chose,
      'table': the text table, 'paths': the files written}.
   Raises:
     ConfigError: bad input, or a workdir holding a different config's results.
@@ -242,16 +347,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
   if checkpoint_every_s is not None and not (
       isinstance(checkpoint_every_s, (int, float)) and checkpoint_every_s >= 0):
     raise ConfigError('checkpoint_every_s', checkpoint_every_s, 'must be >= 0 or None')
+  metric, mode = tuning.selection_metric(config)
   with checkpointing.PreemptionGuard() as guard:
-    jobs = plan(config)
-    # One run per (variant, replicate), in table order; replicate i uses seed + i.
-    runs = [(name, train.Run(vcfg, vcfg.seed + i, data))
-            for name, vcfg, data in jobs for i in range(vcfg.seeds)]
-    names = [name for name, _ in runs]
-    groups = [(g, train.RunGroup([runs[k][1] for k in g]))
-              for g in make_groups(runs, config.train.vectorize)]
-    for _, group in groups:
-      group.trace()  # A bad value in the last group fails now, not after the first.
+    planned_variants, runs = plan(config)
+    groups = []
+    for ks in make_groups([p.run for p in runs], config.train.vectorize):
+      try:
+        group = train.RunGroup([runs[k].run for k in ks])
+        group.trace()  # A bad value in the last group fails now, not after the first.
+      except ConfigError as e:
+        v = next(v for v in planned_variants if v.name == runs[ks[0]].variant)
+        raise _point_problem(v.name, v.grid, e) from None
+      groups.append((ks, group))
     # With several processes (jax.distributed) every process trains, process 0 writes.
     writer = jax.process_index() == 0
     if not writer:
@@ -263,10 +370,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
     log(f"{len(runs)} runs as {len(groups)} program{'s' if len(groups) != 1 else ''} "
         f"(train.vectorize={config.train.vectorize!r}); each: "
         f"{'; '.join(dict.fromkeys(group.describe_placement() for _, group in groups))}")
-    run_dirs = [workdir_lib.run_dir(workdir, name, r.seed) for name, r in runs]
-    finished = [workdir_lib.read_result(d) for d in run_dirs]
+    directories = [p.directory(workdir) for p in runs]
+    finished = [workdir_lib.read_result(d) for d in directories]
+    reported = _Reported(runs, workdir, metric, mode)
+    for k, f in enumerate(finished):
+      if f is not None:
+        reported.note(k, f[0])
     metrics_path = os.path.join(workdir, report.METRICS_JSONL)
-    written = _rebuild_metrics(metrics_path if writer else None, names, finished)
+    written = _rebuild_metrics(metrics_path if writer else None, runs, finished)
     t_start = time.perf_counter()
     to_train, trained = finished.count(None), 0
 
@@ -275,37 +386,41 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
       def done(k: int, record: dict[str, Any], rows: list[dict[str, Any]],
                variables: dict[str, Any] | None, status: str) -> None:
         nonlocal written
+        p = runs[k]
         # run_dir: where its files are, relative to the workdir (regjax/workdir.py).
-        record = {'variant': names[k], **record,
-                  'run_dir': os.path.relpath(run_dirs[k], workdir)}
+        record = {'variant': p.variant, **record,
+                  **({} if p.point is None else {'point': p.point}),
+                  'run_dir': os.path.relpath(directories[k], workdir)}
         finished[k] = (record, rows)
+        previous = reported.best.get((p.variant, p.seed), (None, None, None))[2]
+        keep = reported.note(k, record)
         if not writer:
           return
-        if variables is not None:
-          workdir_lib.save_variables(run_dirs[k], variables)
-        workdir_lib.write_result(run_dirs[k], record, rows)
+        # Weights first, then the result file that marks the run finished.
+        if keep and variables is not None:
+          workdir_lib.save_variables(directories[k], variables)
+        workdir_lib.write_result(directories[k], record, rows)
+        if keep:
+          reported.drop_previous(k, previous)
         while written < len(runs) and finished[written] is not None:
-          metrics.write_all(_metrics_lines(names[written], *finished[written]))
+          metrics.write_all(_metrics_lines(runs[written], *finished[written]))
           written += 1
-        log(f'[{k + 1}/{len(runs)}] {names[k]} seed {runs[k][1].seed}: '
-            f'{_outcome(record)}; {status}')
+        log(f'[{k + 1}/{len(runs)}] {p.label}: {_outcome(record)}; {status}')
 
       for ks, group in groups:
         if all(finished[k] is not None for k in ks):
           for k in ks:
-            log(f'[{k + 1}/{len(runs)}] {names[k]} seed {runs[k][1].seed}: '
-                f'{_outcome(finished[k][0])}; done earlier')
+            log(f'[{k + 1}/{len(runs)}] {runs[k].label}: {_outcome(finished[k][0])}; '
+                'done earlier')
           continue
         if guard.requested:
-          raise _stopped(guard, workdir, f'before {names[ks[0]]} seed {runs[ks[0]][1].seed}',
-                         log)
-        where = workdir_lib.checkpoint_dir(workdir, [(names[k], runs[k][1].seed) for k in ks])
-        label = (f'{names[ks[0]]} seed {runs[ks[0]][1].seed}' if len(ks) == 1
-                 else f'a program of {len(ks)} runs')
+          raise _stopped(guard, workdir, f'before {runs[ks[0]].label}', log)
+        where = workdir_lib.checkpoint_dir(workdir, [directories[k] for k in ks])
+        label = runs[ks[0]].label if len(ks) == 1 else f'a program of {len(ks)} runs'
         prefix = f'  [{label}] '
         ckpt = (None if checkpoint_every_s is None else checkpointing.Checkpoints(
             where, checkpoint_every_s, log=lambda line: log(prefix + line)))
-        progress = [_progress(names[k], runs[k][1].seed, log) for k in ks]
+        progress = [_progress(runs[k].label, log) for k in ks]
 
         def on_done(j: int, result: Any) -> None:
           nonlocal trained
@@ -325,15 +440,70 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
         if writer:
           workdir_lib.remove_checkpoints(workdir, where)
 
-  records = [f[0] for f in finished]
-  history = [line for k, f in enumerate(finished) for line in _metrics_lines(names[k], *f)]
-  baseline = jobs[0][0]
+  return _report(config, workdir, planned_variants, runs, finished, metric, mode, env,
+                 writer)
+
+
+def _title(config: ml_collections.ConfigDict) -> str:
+  """'digits, 30% training-label noise, 1212 training examples' for figure titles."""
+  d = config.data
+  parts = [d.name]
+  if d.label_noise:
+    parts.append(f'{d.label_noise:.0%} training-label noise')
+  if d.train_size:
+    parts.append(f'{d.train_size} training examples')
+  return ', '.join(parts)
+
+
+def _report(config: ml_collections.ConfigDict, workdir: str,
+            planned_variants: Sequence[Variant], runs: Sequence[Planned],
+            finished: Sequence[Any], metric: str, mode: str, env: dict[str, Any],
+            writer: bool) -> dict[str, Any]:
+  """Chooses each tuned replicate's point, then summarizes, tables and writes it all."""
+  records, history, choices, selection = [], [], {}, []
+  by_run = {}
+  for k, p in enumerate(runs):
+    by_run.setdefault((p.variant, p.seed), []).append(k)
+  for v in planned_variants:
+    replicate_records = []
+    for seed in range(v.config.seed, v.config.seed + v.config.seeds):
+      ks = by_run[(v.name, seed)]
+      record = tuning.replicate_record(v.grid, [finished[k][0] for k in ks], metric, mode)
+      chosen = ks[record['chosen_index']]
+      if not v.grid.tuned:  # An untuned variant's record is its run's record.
+        for key in ('chosen', 'chosen_index', 'select', 'grid'):
+          record.pop(key)
+      replicate_records.append(record)
+      history += _metrics_lines(runs[chosen], *finished[chosen])
+      if writer:  # Weights of points that were not chosen are not reported: drop them.
+        for k in ks:
+          path = os.path.join(runs[k].directory(workdir), workdir_lib.VARIABLES_FILE)
+          if k != chosen and os.path.exists(path):
+            os.remove(path)
+    records += replicate_records
+    choices[v.name] = tuning.summarize_choices(v.grid, replicate_records)
+    if v.grid.tuned:
+      selection.append(tuning.selection_entry(v.name, v.grid, replicate_records))
+  baseline = planned_variants[0].name
   rows = report.summarize(records, baseline=baseline)
+  for row in rows:
+    row['chosen'] = choices[row['variant']]['fields']
+    row['widen_grid'] = choices[row['variant']]['widen']
   table = report.format_table(rows, baseline=baseline)
+  lines = tuning.format_choices(choices, metric)
+  if lines:
+    table += '\n' + '\n'.join(lines)
   paths = {}
   if writer:
     paths = report.write_results(workdir, rows, records, environment=env)
-    curves = os.path.join(workdir, 'curves.png')
-    report.plot_curves(history, curves)
-    paths['curves'] = curves
-  return {'rows': rows, 'records': records, 'table': table, 'paths': paths}
+    title = _title(config)
+    paths['curves'] = report.plot_curves(history, os.path.join(workdir, 'curves.png'),
+                                         title=title)
+    if len(rows) > 1:
+      paths['effects'] = report.plot_effects(rows, os.path.join(workdir, 'effects.png'),
+                                             title=title)
+    if selection:
+      paths['selection'] = report.plot_selection(
+          selection, os.path.join(workdir, 'selection.png'), title=title)
+  return {'rows': rows, 'records': records, 'choices': choices, 'table': table,
+          'paths': paths}

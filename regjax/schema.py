@@ -13,7 +13,14 @@ def default_config() -> ml_collections.ConfigDict:
   """Returns the default config: every field regjax reads, with its default."""
   c = ml_collections.ConfigDict()
   c.seed = 0          # Base seed: replicate i uses jax.random.key(seed + i).
-  c.seeds = 3         # Number of replicate seeds per variant (>= 1).
+  c.seeds = 3         # Number of replicates per variant (>= 1): seeds seed .. seed+seeds-1.
+  c.resample = True   # Each replicate draws its own validation split, label noise and
+                      # subsample (data.split_seed + its seed), so intervals include split
+                      # variance; False: every replicate uses data.split_seed.
+  c.select = ''       # Validation metric that picks a tuned variant's grid point per
+                      # replicate (val_loss | val_accuracy); '' = early_stopping.monitor.
+  c.equal_grids = True  # Every variant must have as many grid points as the others
+                        # (its `tune` grid); False allows unequal tuning budgets.
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'digits'   # digits | mnist | fashion_mnist | tfds:NAME | npz:PATH
@@ -21,8 +28,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.train_size = 0    # Subsample the training pool to this many examples; 0 = all.
   c.data.validation_fraction = 0.1  # Share of the training pool held out for early stopping.
   c.data.label_noise = 0.0  # Share of training labels replaced by uniform random classes.
-  c.data.split_seed = 0    # Seeds the validation split, subsample and label noise (fixed
-                           # across replicate seeds so variants see the same data).
+  c.data.split_seed = 0    # Seeds the validation split, subsample and label noise; each
+                           # replicate adds its seed when `resample` (all variants of a
+                           # replicate see the same data).
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'mlp'          # mlp | cnn
@@ -76,7 +84,10 @@ def default_config() -> ml_collections.ConfigDict:
                                 # regjax/sweep.py) train as one vmapped program. auto:
                                 # only on GPU/TPU (on a CPU it measured no faster).
 
-  # Named variants: each overrides fields of the base above (regjax/variants.py).
+  # Named variants: each overrides fields of the base above (regjax/variants.py), and
+  # may tune fields on a grid: e.g. tune.penalty.l2 = (0.0, 1e-4, 1e-3) trains every
+  # value (every combination, for several fields) and reports, per replicate, the one
+  # best on validation (`select`).
   c.variants = ml_collections.ConfigDict()
   c.variants.baseline = ml_collections.ConfigDict()
   c.order = 'baseline'  # Variant names in table order; the first is the baseline that

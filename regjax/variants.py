@@ -2,10 +2,14 @@
 
 In a config file:
 
-  variants.set_variants(config, baseline={}, l2_1e-4={'penalty.l2': 1e-4})
+  variants.set_variants(config, baseline={}, l2_1e-4={'penalty.l2': 1e-4},
+                        l2={'tune.penalty.l2': (0.0, 1e-4, 1e-3, 1e-2)})
 
 and the runner trains `variant_config(config, name)` for each name in `config.order`. The
-first variant is the baseline that differences are measured against.
+first variant is the baseline that differences are measured against. A variant that
+tunes (`tune.FIELD = (v1, v2, ...)`, any numeric or boolean field; several fields make a
+grid of every combination) trains each point of `grid(config, name)` and reports, per
+replicate, the point best on validation (regjax/experiment.py).
 
 On the command line a variant's field is `--config.variants.l2_1e-2.penalty.l2=0.02`
 (regjax.main rewrites names such as `l2_1e-2`, which Python would read as arithmetic,
@@ -15,6 +19,9 @@ changes a whole variant: `--variant='l1_drop:penalty.l1=1e-4,model.dropout_rate=
 
 import ast
 import copy
+import dataclasses
+import itertools
+import math
 import re
 from typing import Any, Mapping
 
@@ -24,7 +31,10 @@ from regjax import schema
 from regjax.errors import ConfigError
 
 # Fields of the comparison itself, which no variant may override.
-_NOT_OVERRIDABLE = ('variants', 'order', 'only')
+_NOT_OVERRIDABLE = ('variants', 'order', 'only', 'seeds', 'resample', 'select',
+                    'equal_grids')
+# A variant's section of tuned fields: tune.penalty.l2 = (0.0, 1e-3, ...).
+TUNE = 'tune'
 # A variant name goes into `order` (comma-separated), NAME:FIELD=VALUE and a ConfigDict
 # key (which may not hold a dot).
 _NAME = re.compile(r'\w[\w+-]*')
@@ -84,7 +94,9 @@ def _apply(target: ml_collections.ConfigDict, overrides: ml_collections.ConfigDi
            prefix: str) -> None:
   for key, value in overrides.items():
     path = f'{prefix}.{key}'
-    if key not in target or key in ('variants', 'order', 'only'):
+    if key == TUNE and prefix.count('.') == 1:
+      continue  # The grid, not a field: see `grid`.
+    if key not in target or key in _NOT_OVERRIDABLE:
       raise ConfigError(path, value, 'overrides a field that the schema does not have '
                         '(see regjax/schema.py)')
     if isinstance(value, ml_collections.ConfigDict):
@@ -106,6 +118,112 @@ def variant_config(config: ml_collections.ConfigDict, name: str) -> ml_collectio
   with out.unlocked():
     del out['variants']
     _apply(out, config.variants[name], f'variants.{name}')
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """A variant's tuning grid.
+
+  fields: the tuned dotted fields, e.g. ('penalty.l2',); () for an untuned variant.
+  points: every combination of their values, e.g. ({'penalty.l2': 0.0}, ...), the last
+    field varying fastest; one empty point for an untuned variant.
+  """
+  fields: tuple[str, ...]
+  points: tuple[dict[str, Any], ...]
+
+  @property
+  def tuned(self) -> bool:
+    """Whether the variant tunes anything."""
+    return bool(self.fields)
+
+  def values(self, field: str) -> list[Any]:
+    """The distinct values of `field` in the grid, in grid order."""
+    return list(dict.fromkeys(p[field] for p in self.points))
+
+
+def _tune_problem(field: str, values: Any) -> str | None:
+  """What is wrong with tuning `field` over `values`, or None."""
+  if (problem := field_problem(field)) is not None:
+    return problem
+  default = schema.default_config()
+  for part in field.split('.'):
+    default = default[part]
+  if isinstance(default, bool):
+    kind, ok = 'true or false', lambda v: isinstance(v, bool)
+  elif isinstance(default, (int, float)):
+    kind = 'integers' if isinstance(default, int) else 'numbers'
+    ok = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v) and (isinstance(default, float) or
+                                             isinstance(v, int)))
+  else:
+    return f'{field} is not a number; only numeric or true/false fields can be tuned'
+  if not isinstance(values, (tuple, list)) or not values:
+    return 'a non-empty tuple of values to try, e.g. (0.0, 1e-4, 1e-3)'
+  if not all(ok(v) for v in values):
+    return f'a tuple of {kind} (the values of {field} to try)'
+  if len(set(values)) != len(values):
+    return 'each value once'
+  return None
+
+
+def grid(config: ml_collections.ConfigDict, name: str) -> Grid:
+  """The tuning grid of variant `name` (see `Grid`).
+
+  Raises ConfigError('variants.NAME.tune.FIELD', values, ...) for an empty or
+  non-numeric grid or a field that does not exist; the values' ranges (e.g. a negative
+  strength) are checked with each point's config, like any field.
+  """
+  tune = config.variants[name].get(TUNE)
+  if tune is None:
+    return Grid((), ({},))
+  if not isinstance(tune, ml_collections.ConfigDict):
+    raise ConfigError(f'variants.{name}.{TUNE}', tune,
+                      'a section of fields, e.g. tune.penalty.l2 = (0.0, 1e-3)')
+  found = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, ml_collections.ConfigDict):
+        walk(value, f'{prefix}{key}.')
+      else:
+        found[prefix + key] = value
+  walk(tune, '')
+  for field, values in found.items():
+    if (problem := _tune_problem(field, values)) is not None:
+      raise ConfigError(f'variants.{name}.{TUNE}.{field}', values, problem)
+  if not found:
+    return Grid((), ({},))
+  fields = tuple(found)
+  points = tuple(dict(zip(fields, combo))
+                 for combo in itertools.product(*(tuple(found[f]) for f in fields)))
+  return Grid(fields, points)
+
+
+def log_grid(low: float, high: float, n: int, zero: bool = False) -> tuple[float, ...]:
+  """n values from low to high evenly spaced in log, rounded to 2 significant digits;
+  with zero=True, 0.0 (off) first. For config files: tune.penalty.l2 = log_grid(...)."""
+  if not (0 < low < high and n >= 2):
+    raise ConfigError('log_grid', (low, high, n), 'needs 0 < low < high and n >= 2')
+  ratio = (high / low) ** (1 / (n - 1))
+  values = tuple(float(f'{low * ratio ** i:.2g}') for i in range(n))
+  return ((0.0,) if zero else ()) + values
+
+
+def point_config(config: ml_collections.ConfigDict, point: Mapping[str, Any],
+                 name: str) -> ml_collections.ConfigDict:
+  """A copy of a variant's full config with a grid point's values set."""
+  out = copy.deepcopy(config)
+  for field, value in point.items():
+    *parents, leaf = field.split('.')
+    node = out
+    for part in parents:
+      node = node[part]
+    try:
+      node[leaf] = value
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f'variants.{name}.{TUNE}.{field}', value,
+                        f'wrong type for this field ({e})') from None
   return out
 
 
@@ -169,8 +287,12 @@ def _split_fields(text: str) -> list[str]:
 def field_problem(field: str) -> str | None:
   """What is wrong with `field` ('model.dropout_rate') as a variant's field, or None.
 
-  A variant may set any value field of regjax/schema.py except variants, order and only.
+  A variant may set any value field of regjax/schema.py except the comparison's own
+  (variants, order, only, seeds, resample, select, equal_grids), and tune one:
+  tune.FIELD.
   """
+  if field.startswith(TUNE + '.'):
+    field = field[len(TUNE) + 1:]
   node = schema.default_config()
   parts = field.split('.')
   for depth, part in enumerate(parts):

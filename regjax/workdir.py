@@ -40,16 +40,18 @@ def run_dir(workdir: str, variant: str, seed: int) -> str:
   return os.path.join(workdir, RUNS_DIR, _safe(variant), f'seed_{seed}')
 
 
-def checkpoint_dir(workdir: str, runs: Sequence[tuple[str, int]]) -> str:
-  """The orbax folder of a group of (variant, seed) runs trained as one program.
+def checkpoint_dir(workdir: str, run_dirs: Sequence[str]) -> str:
+  """The orbax folder of a group of runs (their `run_dir` folders) trained as one program.
 
-  One run: checkpoints/<variant>/seed_<seed>. Several: checkpoints/group-<hash of the
-  runs>, so a different grouping (e.g. another `train.vectorize`) never reads it.
+  One run: checkpoints/ plus its path under runs/ (e.g. checkpoints/l2/seed_0). Several:
+  checkpoints/group-<hash of their paths>, so a different grouping (e.g. another
+  `train.vectorize`) never reads it.
   """
-  if len(runs) == 1:
-    variant, seed = runs[0]
-    return os.path.join(workdir, CHECKPOINTS_DIR, _safe(variant), f'seed_{seed}')
-  digest = hashlib.sha1(json.dumps([list(r) for r in runs]).encode()).hexdigest()[:12]
+  runs_root = os.path.join(workdir, RUNS_DIR)
+  names = [os.path.relpath(d, runs_root) for d in run_dirs]
+  if len(names) == 1:
+    return os.path.join(workdir, CHECKPOINTS_DIR, names[0])
+  digest = hashlib.sha1(json.dumps(names).encode()).hexdigest()[:12]
   return os.path.join(workdir, CHECKPOINTS_DIR, f'group-{digest}')
 
 

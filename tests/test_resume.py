@@ -153,7 +153,7 @@ class ResumeTest(absltest.TestCase):
     epochs_done = int(match.group(1))
     self.assertBetween(epochs_done, 11, self.config.train.epochs - 1)
     self.assertIn(str(epochs_done), os.listdir(
-        workdir_lib.checkpoint_dir(workdir, [('baseline', 0)])))
+        workdir_lib.checkpoint_dir(workdir, [workdir_lib.run_dir(workdir, 'baseline', 0)])))
     self.assertFalse(os.path.exists(os.path.join(workdir, 'results.json')))
     # Resumed by the same command (here in-process: config.json must match).
     experiment.run(self.config, workdir, log=quiet)
