@@ -42,7 +42,9 @@ def get_config(arg: str | None = None):
   # There is no validation split to watch, but the disabled stopper still tracks its
   # monitor (for the best-epoch column and to stop on a non-finite value).
   c.early_stopping.monitor = 'train_loss'
-  c.seeds = 3
+  c.seeds = 5
+  # The classic fixed setting: the same data for every replicate (only the seed varies).
+  c.resample = False
   variants.set_variants(c, **{
       'no_dropout': {},
       'dropout_0p5': {'model.dropout_rate': 0.5},

@@ -91,6 +91,7 @@ def apply_common(config: ml_collections.ConfigDict, opts: ml_collections.ConfigD
     config.early_stopping.patience = min(config.early_stopping.patience, 1)
     for name in config.variants:  # Grids of at most 3 values: both ends and the middle.
       _shrink_grids(config.variants[name].get('tune'))
+    config.equal_grids = False  # Shrinking one field of a 2-D grid unbalances them.
   return config
 
 

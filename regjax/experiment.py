@@ -184,7 +184,6 @@ def plan(config: ml_collections.ConfigDict) -> tuple[list[Variant], list[Planned
   if config.train.vectorize not in sweep.VECTORIZE_MODES:
     raise ConfigError('train.vectorize', config.train.vectorize,
                       f'one of {", ".join(sweep.VECTORIZE_MODES)}')
-  tuning.selection_metric(config)
   planned_variants = []
   for name in variants.names(config):
     vcfg = variants.variant_config(config, name)
@@ -194,6 +193,8 @@ def plan(config: ml_collections.ConfigDict) -> tuple[list[Variant], list[Planned
       raise ConfigError(f'variants.{name}.{e.field}', e.value, e.allowed) from None
     _check_top_level(vcfg)
     planned_variants.append(Variant(name, vcfg, variants.grid(config, name)))
+  if any(v.grid.tuned for v in planned_variants):
+    tuning.selection_metric(config)
   sizes = {v.name: len(v.grid.points) for v in planned_variants}
   if config.equal_grids and len(set(sizes.values())) > 1:
     raise ConfigError('equal_grids', True, 'every variant needs the same number of grid '
@@ -347,9 +348,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
   if checkpoint_every_s is not None and not (
       isinstance(checkpoint_every_s, (int, float)) and checkpoint_every_s >= 0):
     raise ConfigError('checkpoint_every_s', checkpoint_every_s, 'must be >= 0 or None')
-  metric, mode = tuning.selection_metric(config)
   with checkpointing.PreemptionGuard() as guard:
     planned_variants, runs = plan(config)
+    # Only a tuned comparison chooses, so only it needs a validation metric to choose by.
+    tuned = any(v.grid.tuned for v in planned_variants)
+    metric, mode = tuning.selection_metric(config) if tuned else ('val_loss', 'min')
     groups = []
     for ks in make_groups([p.run for p in runs], config.train.vectorize):
       try:
