@@ -407,8 +407,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], baseline: str) -> str:
   lines += [
       'test/train acc: mean ± sample std over seeds, on the restored best weights; '
       'gap = train - test acc (mean).',
-      f'Δ: test acc minus {baseline}, paired by seed (unpaired seeds dropped): mean and '
-      f'{level} t-interval (seed noise only).',
+      f'Δ: test acc minus {baseline}, paired by replicate (unpaired ones dropped): mean and '
+      f'{level} t-interval',
+      'over replicates (their seeds, and their data splits when resampled).',
       'p: two-sided paired sign-flip permutation test (exact; n pairs give p >= 2/2^n); '
       f'p adj: Holm over the {m} compared rows;',
       f'* = p adj < {alpha:g}. best/stop: mean epoch of the kept weights / of stopping; '
