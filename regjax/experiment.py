@@ -38,6 +38,7 @@ from regjax import parallel
 from regjax import report
 from regjax import schema
 from regjax import sweep
+from regjax import tensorboard
 from regjax import train
 from regjax import tuning
 from regjax import variants
@@ -325,8 +326,8 @@ class _Reported:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
-        checkpoint_every_s: float | None = checkpointing.DEFAULT_INTERVAL_S
-        ) -> dict[str, Any]:
+        checkpoint_every_s: float | None = checkpointing.DEFAULT_INTERVAL_S,
+        name: str = '') -> dict[str, Any]:
   """Runs (or resumes) the comparison of `config` and writes its outputs into `workdir`.
 
   Args:
@@ -337,6 +338,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
       (regjax/checkpointing.py); 0 = after every epoch whose previous save has been
       written; None = no checkpoints (finished runs are still recorded and not rerun;
       unfinished ones start over). It does not change any result.
+    name: what the figures' titles call the comparison, e.g. 'configs/l2.py'.
   Returns:
     {'rows': summary rows (report.summarize), 'records': one per (variant, replicate),
      the chosen grid point's for a tuned variant, 'choices': what each variant chose,
@@ -369,7 +371,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
     prepare_workdir(workdir, config, write=writer)
     env = parallel.environment()
     log(f"Computing on {env['devices']} x {env['device_kind']} ({env['backend']}), JAX "
-        f"{env['jax']}, matmul precision {env['matmul_precision'] or 'JAX default'}")
+        f"{env['jax']}, matmul precision {env['matmul_precision'] or 'JAX default'}; "
+        f"data: {describe_data(config, runs[0].run.data)}")
     log(f"{len(runs)} runs as {len(groups)} program{'s' if len(groups) != 1 else ''} "
         f"(train.vectorize={config.train.vectorize!r}); each: "
         f"{'; '.join(dict.fromkeys(group.describe_placement() for _, group in groups))}")
@@ -405,6 +408,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
         workdir_lib.write_result(directories[k], record, rows)
         if keep:
           reported.drop_previous(k, previous)
+        # Scalars for TensorBoard (tensorboard --logdir <workdir>/tensorboard).
+        tensorboard.write_rows(tensorboard.run_logdir(workdir, p.variant, p.seed, p.point),
+                               rows)
         while written < len(runs) and finished[written] is not None:
           metrics.write_all(_metrics_lines(runs[written], *finished[written]))
           written += 1
@@ -444,24 +450,31 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
           workdir_lib.remove_checkpoints(workdir, where)
 
   return _report(config, workdir, planned_variants, runs, finished, metric, mode, env,
-                 writer)
+                 writer, name)
 
 
-def _title(config: ml_collections.ConfigDict) -> str:
-  """'digits, 30% training-label noise, 1212 training examples' for figure titles."""
+def describe_data(config: ml_collections.ConfigDict, data: Dataset | None = None) -> str:
+  """The data a comparison trains on, saying whenever labels are noised or the training
+  split is subsampled, e.g. 'digits (1212 train / 135 val / 450 test), 30% of training
+  labels replaced at random (data.label_noise=0.3), a new split per replicate'."""
   d = config.data
-  parts = [d.name]
-  if d.label_noise:
-    parts.append(f'{d.label_noise:.0%} training-label noise')
+  text = d.name
+  if data is not None:
+    text += f' ({data.num_train} train / {data.num_val} val / {len(data.y_test)} test)'
   if d.train_size:
-    parts.append(f'{d.train_size} training examples')
-  return ', '.join(parts)
+    text += f', training split subsampled to {d.train_size} (data.train_size)'
+  if d.label_noise:
+    text += (f', {d.label_noise:.0%} of training labels replaced at random '
+             f'(data.label_noise={d.label_noise:g})')
+  if config.resample and (d.label_noise or d.train_size or d.validation_fraction):
+    text += ', a new split per replicate (resample)'
+  return text
 
 
 def _report(config: ml_collections.ConfigDict, workdir: str,
             planned_variants: Sequence[Variant], runs: Sequence[Planned],
             finished: Sequence[Any], metric: str, mode: str, env: dict[str, Any],
-            writer: bool) -> dict[str, Any]:
+            writer: bool, name: str) -> dict[str, Any]:
   """Chooses each tuned replicate's point, then summarizes, tables and writes it all."""
   records, history, choices, selection = [], [], {}, []
   by_run = {}
@@ -492,14 +505,15 @@ def _report(config: ml_collections.ConfigDict, workdir: str,
   for row in rows:
     row['chosen'] = choices[row['variant']]['fields']
     row['widen_grid'] = choices[row['variant']]['widen']
-  table = report.format_table(rows, baseline=baseline)
+  table = (f'Data: {describe_data(config, runs[0].run.data)}\n'
+           + report.format_table(rows, baseline=baseline))
   lines = tuning.format_choices(choices, metric)
   if lines:
     table += '\n' + '\n'.join(lines)
   paths = {}
   if writer:
     paths = report.write_results(workdir, rows, records, environment=env)
-    title = _title(config)
+    title = f'{name}: {describe_data(config)}' if name else describe_data(config)
     paths['curves'] = report.plot_curves(history, os.path.join(workdir, 'curves.png'),
                                          title=title)
     if len(rows) > 1:

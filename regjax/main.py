@@ -268,12 +268,14 @@ def main(argv: list[str]) -> None:
   try:
     every = _CHECKPOINT_EVERY.value
     result = experiment.run(config, workdir,
-                            checkpoint_every_s=None if every < 0 else every)
+                            checkpoint_every_s=None if every < 0 else every,
+                            name=_config_path(sys.argv) or '')
   except ConfigError as e:
     _fail(str(e))
   print(result['table'])
   names = ', '.join(sorted(os.path.basename(p) for p in result['paths'].values()))
-  print(f'\nWrote config.json, metrics.jsonl, {names} to {workdir}')
+  print(f'\nWrote config.json, metrics.jsonl, {names}, runs/ (each run\'s record and '
+        f'reported weights) and tensorboard/ to {workdir}')
 
 
 if __name__ == '__main__':

@@ -38,12 +38,14 @@ _FLUSH_SECS = 10
 _MAX_QUEUE = 4096
 
 
-def run_logdir(workdir: str, variant: str, seed: int) -> str:
-  """The folder of one run's event files: <workdir>/tensorboard/<variant>/seed_<seed>."""
+def run_logdir(workdir: str, variant: str, seed: int, point: int | None = None) -> str:
+  """The folder of one run's event files: <workdir>/tensorboard/<variant>/seed_<seed>,
+  and /point_<j> for grid point j of a tuned variant (as the run's folder in runs/)."""
   # A variant name is a config key; keep path separators out of the folder name, as
-  # checkpointing.run_dir does.
+  # regjax/workdir.py does.
   safe = variant.replace(os.sep, '_').replace('/', '_')
-  return os.path.join(workdir, TENSORBOARD_DIR, safe, f'seed_{seed}')
+  out = os.path.join(workdir, TENSORBOARD_DIR, safe, f'seed_{seed}')
+  return out if point is None else os.path.join(out, f'point_{point}')
 
 
 def scalars(row: Mapping[str, Any]) -> dict[str, float]:
