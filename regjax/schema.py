@@ -23,6 +23,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.label_noise = 0.0  # Share of training labels replaced by uniform random classes.
   c.data.split_seed = 0    # Seeds the validation split, subsample and label noise (fixed
                            # across replicate seeds so variants see the same data).
+  c.data.standardize = False  # Standardize each input feature with the mean and std of the
+                              # training split (any float range; constant features left at 0).
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'mlp'          # mlp | cnn
