@@ -531,7 +531,7 @@ class NpzTest(parameterized.TestCase):
     for replace, problem in cases:
       with self.subTest(problem=problem):
         arrays = {k: v for k, v in {**good, **replace}.items() if v is not None}
-        name = self._npz(**arrays)
+        name = f'npz:{self._write(**arrays)}'
         _assert_one_line_error(self, lambda n=name: data.load_dataset(_config(name=n)),
                                f'data.name={name!r}', problem)
 
