@@ -203,7 +203,8 @@ def evaluate_workdir(workdir: str, data: str | None = None, data_dir: str | None
     log: receives a line per dataset loaded.
   Returns:
     One row per run, in table order: {'variant', 'seed', 'run_dir', 'test_accuracy',
-    'test_loss', 'recorded_accuracy' (the record's), 'examples'}.
+    'test_loss', 'recorded_accuracy' (the record's), 'examples'}; accuracies are
+    fractions, losses mean cross-entropy in nats.
   Raises:
     ConfigError: an unknown workdir, no finished run, or data that does not fit.
   """
@@ -249,17 +250,19 @@ def _percent(value: Any) -> str:
 
 
 def format_rows(rows: list[dict[str, Any]], own: bool) -> str:
-  """The table `python -m regjax.evaluate` prints: one line per run."""
+  """The table `python -m regjax.evaluate` prints: one line per run, its accuracies in %
+  and its weights file (flax msgpack, regjax/workdir.py) relative to the workdir."""
   width = max([len('variant')] + [len(r['variant']) for r in rows])
   head = f"{'variant':<{width}}  {'seed':>4}  {'test_acc %':>10}"
   if own:
     head += f"  {'recorded %':>10}"
-  lines = [head]
+  lines = [head + '  weights (in the workdir)']
   for r in rows:
     line = f"{r['variant']:<{width}}  {r['seed']:>4}  {_percent(r['test_accuracy']):>10}"
     if own:
       line += f"  {_percent(r['recorded_accuracy']):>10}"
-    lines.append(line)
+    weights = os.path.join(r['run_dir'] or '?', workdir_lib.VARIABLES_FILE)
+    lines.append(f'{line}  {weights}')
   return '\n'.join(lines)
 
 

@@ -46,12 +46,14 @@ def run_evaluate(*args: str) -> subprocess.CompletedProcess:
 
 
 def _printed(stdout: str) -> dict[tuple[str, int], list[str]]:
-  """{(variant, seed): [the numbers after the seed]} from the printed table."""
+  """{(variant, seed): [the numbers after the seed]} from the printed table, whose last
+  column (the weights file) is checked against the record's run_dir."""
   out = {}
   for line in stdout.splitlines():
-    m = re.fullmatch(r'(\S+)\s+(\d+)\s+((?:\s*(?:[\d.]+|nan))+)', line.strip())
+    m = re.fullmatch(r'(\S+)\s+(\d+)\s+((?:\s*(?:[\d.]+|nan))+)\s+(\S+)', line.strip())
     if m:
       out[(m.group(1), int(m.group(2)))] = m.group(3).split()
+      out[(m.group(1), int(m.group(2)), 'weights')] = m.group(4)
   return out
 
 
@@ -67,10 +69,13 @@ class EvaluateCommandTest(absltest.TestCase):
     printed = _printed(out.stdout)
     records = _records(_WORKDIR)
     self.assertLen(records, 12)  # 6 variants x 2 seeds.
-    self.assertLen(printed, 12)
+    self.assertLen(printed, 2 * 12)
     for r in records:
       expected = f"{100 * r['test_accuracy']:.2f}"
       self.assertEqual(printed[(r['variant'], r['seed'])], [expected, expected])
+      weights = printed[(r['variant'], r['seed'], 'weights')]
+      self.assertEqual(weights, os.path.join(r['run_dir'], 'variables.msgpack'))
+      self.assertTrue(os.path.isfile(os.path.join(_WORKDIR, weights)))
     self.assertNotIn('differ from results.json', out.stderr)
 
   def test_another_dataset_of_the_same_shape(self):
@@ -84,7 +89,7 @@ class EvaluateCommandTest(absltest.TestCase):
     out = run_evaluate(f'--workdir={_WORKDIR}', f'--data=npz:{path}')
     self.assertEqual(out.returncode, 0, out.stderr)
     printed = _printed(out.stdout)
-    self.assertLen(printed, 12)
+    self.assertLen(printed, 2 * 12)
     for variant, seed in [('baseline', 0), ('l2_1e-2', 1)]:
       model, variables, _ = regjax.load_run(_WORKDIR, variant, seed)
       logits = model.apply(variables, mirrored, train=False)
