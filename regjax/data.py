@@ -30,6 +30,13 @@ and is never touched by splitting, subsampling or label noise. With
      test labels are never changed.
 `round` is Python's (half to even). The same `split_seed` gives identical arrays.
 
+Standardization (`data.standardize`): each input feature (each position of one example)
+is shifted by its mean and scaled by 1 / its standard deviation over the TRAINING split
+of this split (`train_idx` rows, decoded; validation and test rows never count), a
+feature with std 0 scaled by 1 (so a constant feature becomes 0). It is part of decoding
+(`Dataset.decode`, and regjax/trainer.py `decode` in a program): the stored inputs stay
+as they are, and each split carries its own `feature_shift` / `feature_scale`.
+
 Model inputs are float32 of shape (N, H, W, C): images in [0, 1] (uint8 images are stored
 as uint8 and decoded when used); an npz file may instead give a feature table (N, D), and
 its non-uint8 values are kept unchanged, in any finite range. Labels are int32 in
@@ -87,6 +94,10 @@ class Dataset:
       A lookup rather than a division: it gives the same float32 on the host (numpy)
       and in a compiled program (XLA turns a division by a constant into a multiply).
     split_seed: the `data.split_seed` of this split.
+    feature_shift, feature_scale: float32 arrays of one example's shape (the decoded
+      inputs' per-feature training mean, and 1 / their std, 1 where the std is 0), or
+      None without `data.standardize`. Decoding gives (x - shift) * scale: a multiply by
+      a stored reciprocal, so numpy and XLA give the same float32.
   Derived (decoded float32 copies, made on first use): x_train, x_val, x_test, and
   y_val, y_train_clean (the training labels before label noise).
   """
@@ -101,6 +112,8 @@ class Dataset:
   y_test: np.ndarray
   decode_table: np.ndarray | None
   split_seed: int = 0
+  feature_shift: np.ndarray | None = None
+  feature_scale: np.ndarray | None = None
 
   @property
   def num_train(self) -> int:
@@ -112,11 +125,18 @@ class Dataset:
     """Validation examples (n_val; 0 without a validation split)."""
     return len(self.val_idx)
 
+  @property
+  def standardized(self) -> bool:
+    """Whether decoding standardizes the features (`data.standardize`)."""
+    return self.feature_shift is not None
+
   def decode(self, raw: np.ndarray) -> np.ndarray:
     """Stored inputs (B, ...) -> float32 model inputs (B, ...)."""
-    if self.decode_table is not None:
-      return self.decode_table[raw]
-    return np.asarray(raw, np.float32)
+    x = _decode_stored(raw, self.decode_table)
+    if self.feature_shift is not None:
+      # The same two float32 operations as regjax/trainer.py `decode`.
+      x = (x - self.feature_shift) * self.feature_scale
+    return x
 
   @functools.cached_property
   def x_train(self) -> np.ndarray:
@@ -144,8 +164,40 @@ class Dataset:
     return _read_only(self.pool_labels[self.train_idx])
 
   def same_source(self, other: 'Dataset') -> bool:
-    """Whether `other` is a split of the same loaded pool and test set."""
-    return other.pool is self.pool and other.test is self.test
+    """Whether `other` is a split of the same loaded pool and test set, decoded alike.
+
+    Decoded alike: with standardization, equal feature statistics too. A training
+    program shares one decoding among its runs for their final evaluation
+    (regjax/train.py), so splits with different statistics cannot share a program yet.
+    """
+    if other.pool is not self.pool or other.test is not self.test:
+      return False
+    if self.feature_shift is None or other.feature_shift is None:
+      return self.feature_shift is None and other.feature_shift is None
+    return (np.array_equal(self.feature_shift, other.feature_shift)
+            and np.array_equal(self.feature_scale, other.feature_scale))
+
+
+def _decode_stored(raw: np.ndarray, table: np.ndarray | None) -> np.ndarray:
+  """Stored inputs -> float32, before any standardization (see `Dataset.decode`)."""
+  if table is not None:
+    return table[raw]
+  return np.asarray(raw, np.float32)
+
+
+def feature_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(shift, scale) standardizing decoded inputs x (N, ...): float32 of x's example shape.
+
+  shift = the per-feature mean and scale = 1 / the per-feature (population) standard
+  deviation, both computed in float64 and rounded to float32; scale is 1 where the std
+  is 0 (a constant feature is shifted to 0, not divided by 0).
+  """
+  x64 = np.asarray(x, np.float64)
+  mean = x64.mean(axis=0)
+  std = x64.std(axis=0)
+  scale = np.ones_like(std)
+  np.divide(1.0, std, out=scale, where=std > 0)
+  return _read_only(mean.astype(np.float32)), _read_only(scale.astype(np.float32))
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -169,7 +221,7 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
 
   Args:
     data_config: `config.data` (name, dir, train_size, validation_fraction,
-      label_noise, split_seed).
+      label_noise, split_seed, standardize).
 
   Returns:
     The Dataset (see its docstring; `x_train` etc. are float32, images in [0, 1]).
@@ -256,6 +308,13 @@ def _validate_fields(c: ml_collections.ConfigDict) -> None:
     raise ConfigError('data.label_noise', c.label_noise, 'must be in [0, 1]')
   if not _is_int(c.split_seed) or c.split_seed < 0:
     raise ConfigError('data.split_seed', c.split_seed, 'must be an int >= 0')
+  if not isinstance(_standardize(c), bool):
+    raise ConfigError('data.standardize', _standardize(c), 'must be True or False')
+
+
+def _standardize(c: ml_collections.ConfigDict) -> Any:
+  # Configs written before the field existed (a workdir's config.json) do not have it.
+  return c.get('standardize', False)
 
 
 def _is_int(v: Any) -> bool:
@@ -296,12 +355,16 @@ def split(raw: '_Raw', c: ml_collections.ConfigDict) -> Dataset:
   y_train = raw.y_pool[train_idx].astype(np.int32)
   if c.label_noise > 0:
     y_train, _ = corrupt_labels(y_train, c.label_noise, raw.num_classes, rng)
+  table = _DECODE_UINT8 if raw.x_pool.dtype == np.uint8 else None
+  shift = scale = None
+  if _standardize(c):
+    # The training rows only: validation and test examples must not inform the inputs.
+    shift, scale = feature_statistics(_decode_stored(raw.x_pool[train_idx], table))
   return Dataset(name=c.name, num_classes=int(raw.num_classes), pool=raw.x_pool,
                  pool_labels=raw.y_pool, train_idx=_read_only(train_idx.astype(np.int32)),
                  y_train=_read_only(y_train), val_idx=_read_only(val_idx.astype(np.int32)),
-                 test=raw.x_test, y_test=raw.y_test,
-                 decode_table=_DECODE_UINT8 if raw.x_pool.dtype == np.uint8 else None,
-                 split_seed=int(c.split_seed))
+                 test=raw.x_test, y_test=raw.y_test, decode_table=table,
+                 split_seed=int(c.split_seed), feature_shift=shift, feature_scale=scale)
 
 
 # uint8 v -> float32(v) / float32(255): images in [0, 1], as float32 division gives them.

@@ -18,7 +18,8 @@ directly, K > 1 under `jax.vmap` (over a device mesh when there are several devi
 Data. A run reads its batches from a shared input pool through its own index arrays
 (`RunData`), so runs with different training subsets, validation splits or label noise
 (a replicate's own split, a bootstrap resample) share one program and one copy of the
-inputs.
+inputs. With `data.standardize` a run's decoding also standardizes the features with its
+own split's training statistics, which travel with its index arrays (`run_data`).
 """
 
 import dataclasses
@@ -71,11 +72,15 @@ def run_data(data: Dataset, sets: Sequence[EvalSet] = ()) -> dict[str, Any]:
   """The arrays of one run that a `Program.epoch` reads (numpy; see `Program`).
 
   {'train_rows' (n_train,), 'train_labels' (n_train,), 'val_rows' (n_val,),
-   'val_labels' (n_val,), 'sets': {name: {'rows', 'labels'}}}. The inputs themselves are
-  shared by every run of a source (`shared_data`).
+   'val_labels' (n_val,), 'sets': {name: {'rows', 'labels'}}}, and with
+  `data.standardize` 'shift' and 'scale' (one example's shape, float32): this split's
+  training statistics (`Dataset.feature_shift/feature_scale`), per run because splits
+  differ. The inputs themselves are shared by every run of a source (`shared_data`).
   """
   out = {'train_rows': data.train_idx, 'train_labels': data.y_train,
          'val_rows': data.val_idx, 'val_labels': data.y_val, 'sets': {}}
+  if data.standardized:  # Absent otherwise: no extra array, no extra operation.
+    out['shift'], out['scale'] = data.feature_shift, data.feature_scale
   for s in sets:
     if s.source not in SOURCES:
       raise ConfigError('eval set source', s.source, f'one of {", ".join(SOURCES)}')
@@ -87,8 +92,20 @@ def run_data(data: Dataset, sets: Sequence[EvalSet] = ()) -> dict[str, Any]:
 
 def shared_data(data: Dataset, sets: Sequence[EvalSet] = ()) -> dict[str, Any]:
   """The inputs every run of `data`'s source shares: {'pool', 'table', and 'test' when
-  an extra set reads the test inputs} (numpy, stored dtype; see `Dataset`)."""
-  out = {'pool': data.pool, 'table': data.decode_table}
+  an extra set reads the test inputs} (numpy, stored dtype; see `Dataset`).
+
+  'table' is the decoding (regjax/trainer.py `decode`): the uint8 lookup or None, and
+  with `data.standardize` a dict {'table' (if any), 'shift', 'scale'} holding `data`'s
+  statistics. `Program.epoch` standardizes with each run's own (`run_data`); the dict
+  serves callers that decode with 'table' alone, such as regjax/train.py's final
+  evaluation, which is why runs whose statistics differ cannot share a program
+  (`Dataset.same_source`).
+  """
+  table = data.decode_table
+  if data.standardized:
+    table = {'shift': data.feature_shift, 'scale': data.feature_scale,
+             **({} if table is None else {'table': table})}
+  out = {'pool': data.pool, 'table': table}
   if any(s.source == 'test' for s in sets):
     out['test'] = data.test
   return out
@@ -183,21 +200,23 @@ class Program:
     t = self.trainer
     _, shuffle_key, dropout_key = trainer_lib.run_keys(seed)
     pool, table = shared['pool'], shared.get('table')
+    shift, scale = data.get('shift'), data.get('scale')  # None without standardize.
     rows, labels = data['train_rows'], data['train_labels']
     state, metrics = t.epoch_from(
-        run.train, lambda p: (trainer_lib.decode(pool[rows[p]], table), labels[p]),
+        run.train,
+        lambda p: (trainer_lib.decode(pool[rows[p]], table, shift, scale), labels[p]),
         self.n_train, hparams, shuffle_key, dropout_key, epoch)
     metrics = dict(metrics, **t.weight_stats(state.params))
     if self.n_val:
-      val = self._evaluate(state, shared, 'pool', data['val_rows'], data['val_labels'],
-                           self.n_val)
+      val = self._evaluate(state, shared, data, 'pool', data['val_rows'],
+                           data['val_labels'], self.n_val)
       metrics.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
     if self.eval_sets:
       def evaluate(state):
         out = {}
         for name, source in self.eval_sets:
           s = data['sets'][name]
-          ev = self._evaluate(state, shared, source, s.get('rows'), s['labels'],
+          ev = self._evaluate(state, shared, data, source, s.get('rows'), s['labels'],
                               self._set_sizes[name])
           out[f'{name}_loss'], out[f'{name}_accuracy'] = ev['loss'], ev['accuracy']
         return out
@@ -213,13 +232,15 @@ class Program:
     # A select rather than a branch: under vmap each run takes its own side.
     return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, run), metrics
 
-  def _evaluate(self, state: TrainState, shared: Mapping[str, Any], source: str,
-                rows: jax.Array | None, labels: jax.Array, n: int) -> dict[str, jax.Array]:
+  def _evaluate(self, state: TrainState, shared: Mapping[str, Any],
+                data: Mapping[str, Any], source: str, rows: jax.Array | None,
+                labels: jax.Array, n: int) -> dict[str, jax.Array]:
     x, table = shared[source], shared.get('table')
+    shift, scale = data.get('shift'), data.get('scale')
     if rows is None:
-      chunk = lambda p: (trainer_lib.decode(x[p], table), labels[p])
+      chunk = lambda p: (trainer_lib.decode(x[p], table, shift, scale), labels[p])
     else:
-      chunk = lambda p: (trainer_lib.decode(x[rows[p]], table), labels[p])
+      chunk = lambda p: (trainer_lib.decode(x[rows[p]], table, shift, scale), labels[p])
     return self.trainer.evaluate_from(state.params, state.batch_stats, chunk, n)
 
 

@@ -31,6 +31,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.split_seed = 0    # Seeds the validation split, subsample and label noise; each
                            # replicate adds its seed when `resample` (all variants of a
                            # replicate see the same data).
+  c.data.standardize = False  # Standardize each input feature with the mean and std of the
+                              # training split (any float range; constant features left at 0).
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'mlp'          # mlp | cnn

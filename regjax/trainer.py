@@ -18,7 +18,9 @@ resumed run needs to end bit for bit as if never interrupted.
 
 Inputs may be stored as uint8 (images) and are decoded inside the program by a lookup
 table (`decode`), so a dataset is held on the device once, at a quarter of its float32
-size, and gives the same float32 values as numpy's decoding.
+size, and gives the same float32 values as numpy's decoding. Standardization
+(`data.standardize`) is part of decoding too: (x - shift) * scale with the run's own
+training-split statistics, the same two float32 operations as `Dataset.decode`.
 """
 
 import dataclasses
@@ -79,9 +81,24 @@ def step_key(dropout_key: jax.Array, step: jax.Array) -> jax.Array:
   return jax.random.fold_in(dropout_key, step)
 
 
-def decode(raw: jax.Array, table: jax.Array | None) -> jax.Array:
-  """Stored inputs -> float32 model inputs: `table[raw]` for uint8, else as they are."""
-  return raw if table is None else table[raw]
+def decode(raw: jax.Array, table: Any, shift: jax.Array | None = None,
+           scale: jax.Array | None = None) -> jax.Array:
+  """Stored inputs (B, ...) -> float32 model inputs (B, ...), as `Dataset.decode` does.
+
+  table: None (float inputs, used as they are), a (256,) float32 lookup for uint8
+    inputs, or a dict {'table' (optional lookup), 'shift', 'scale'} that also carries
+    standardization (`program.shared_data`).
+  shift, scale: float32 of one example's shape (`data.standardize`): the result is
+    (x - shift) * scale. None (and a plain `table`) adds no operation at all.
+  """
+  if isinstance(table, dict):
+    shift = table['shift'] if shift is None else shift
+    scale = table['scale'] if scale is None else scale
+    table = table.get('table')
+  x = raw if table is None else table[raw]
+  if shift is not None:
+    x = (x - shift) * scale
+  return x
 
 
 def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -226,13 +243,15 @@ class Trainer:
     return self.evaluate_from(params, batch_stats, lambda p: (x[p], y[p]), x.shape[0])
 
   def eval_sums(self, params, batch_stats, x: jax.Array, y: jax.Array,
-                valid: jax.Array, table: jax.Array | None = None) -> jax.Array:
+                valid: jax.Array, table: Any = None, shift: jax.Array | None = None,
+                scale: jax.Array | None = None) -> jax.Array:
     """[sum of loss, number correct] over the examples of x (B, ...) where `valid` (B,).
 
-    x may be stored inputs, decoded here with `table` (see `decode`).
+    x may be stored inputs, decoded here with `table`, `shift` and `scale` (see
+    `decode`).
     """
     logits = self.model.apply({'params': params, 'batch_stats': batch_stats},
-                              decode(x, table), train=False)
+                              decode(x, table, shift, scale), train=False)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = jnp.argmax(logits, -1) == y
     return jnp.stack([jnp.sum(loss * valid), jnp.sum(correct * valid)])
