@@ -27,7 +27,6 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -35,6 +34,7 @@ import ml_collections
 
 from regjax import checkpointing
 from regjax import parallel
+from regjax import progress as progress_lib
 from regjax import report
 from regjax import schema
 from regjax import sweep
@@ -237,16 +237,6 @@ def make_groups(runs: Sequence[train.Run], mode: str) -> list[list[int]]:
   return sorted(groups)
 
 
-def _progress(label: str, log: Log, every: int = 10) -> Callable[[dict[str, float]], None]:
-  def on_epoch(row):
-    if row['epoch'] % every == 0:
-      val = (f"val_acc {100 * row['val_accuracy']:6.2f}%  val_loss {row['val_loss']:.4f}"
-             if 'val_accuracy' in row else '')
-      log(f"  [{label}] epoch {row['epoch']:3d}  "
-          f"train_loss {row['train_loss']:.4f}  {val}  ({row['seconds']:.3f} s)")
-  return on_epoch
-
-
 def _stopped(guard: checkpointing.PreemptionGuard, workdir: str, where: str, log: Log
              ) -> checkpointing.Preempted:
   """Logs the one line that says how to resume; returns the exception to raise."""
@@ -327,18 +317,24 @@ class _Reported:
 
 def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
         checkpoint_every_s: float | None = checkpointing.DEFAULT_INTERVAL_S,
-        name: str = '') -> dict[str, Any]:
+        name: str = '',
+        on_epoch: Callable[[str, dict[str, float]], None] | None = None
+        ) -> dict[str, Any]:
   """Runs (or resumes) the comparison of `config` and writes its outputs into `workdir`.
 
   Args:
     config: a full config with `variants` (regjax/schema.py, configs/*.py).
     workdir: output folder: new, or one this same config wrote before (resumed).
-    log: receives one progress line at a time (default: stderr).
+    log: receives each progress line (default: stderr, where a terminal gets a live bar
+      over runs x epochs; regjax/progress.py): what runs where, one line per finished
+      run with the time left, and between them at most one line a minute.
     checkpoint_every_s: least seconds of training between two checkpoints of a program
       (regjax/checkpointing.py); 0 = after every epoch whose previous save has been
       written; None = no checkpoints (finished runs are still recorded and not rerun;
       unfinished ones start over). It does not change any result.
     name: what the figures' titles call the comparison, e.g. 'configs/l2.py'.
+    on_epoch: called as on_epoch(run label, metrics row) after each epoch of each run
+      (e.g. 'l2 seed 3 point 2'), for a notebook's own display.
   Returns:
     {'rows': summary rows (report.summarize), 'records': one per (variant, replicate),
      the chosen grid point's for a tuned variant, 'choices': what each variant chose,
@@ -370,6 +366,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
       log = lambda line: None
     prepare_workdir(workdir, config, write=writer)
     env = parallel.environment()
+    # A live bar when the default stderr is a terminal; plain lines otherwise.
+    progress = progress_lib.Progress(
+        len(runs), max(p.run.config.train.epochs for p in runs), stream=sys.stderr,
+        log=None if log is _stderr else log, live=None if log is _stderr else False)
+    log = progress.write
     log(f"Computing on {env['devices']} x {env['device_kind']} ({env['backend']}), JAX "
         f"{env['jax']}, matmul precision {env['matmul_precision'] or 'JAX default'}; "
         f"data: {describe_data(config, runs[0].run.data)}")
@@ -384,22 +385,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
         reported.note(k, f[0])
     metrics_path = os.path.join(workdir, report.METRICS_JSONL)
     written = _rebuild_metrics(metrics_path if writer else None, runs, finished)
-    t_start = time.perf_counter()
-    to_train, trained = finished.count(None), 0
 
-    with (report.MetricsWriter(metrics_path) if writer
-          else contextlib.nullcontext()) as metrics:
+    with progress, (report.MetricsWriter(metrics_path) if writer
+                    else contextlib.nullcontext()) as metrics:
       def done(k: int, record: dict[str, Any], rows: list[dict[str, Any]],
-               variables: dict[str, Any] | None, status: str) -> None:
+               variables: dict[str, Any] | None) -> None:
         nonlocal written
         p = runs[k]
-        # run_dir: where its files are, relative to the workdir (regjax/workdir.py).
+        # run_dir: where its files are, relative to the workdir (regjax/workdir.py);
+        # split_seed: the data split it trained on (regjax/workdir.py `run_config`).
         record = {'variant': p.variant, **record,
                   **({} if p.point is None else {'point': p.point}),
+                  'split_seed': p.run.config.data.split_seed,
                   'run_dir': os.path.relpath(directories[k], workdir)}
         finished[k] = (record, rows)
         previous = reported.best.get((p.variant, p.seed), (None, None, None))[2]
         keep = reported.note(k, record)
+        progress.on_done(p.label, record, _outcome(record))
         if not writer:
           return
         # Weights first, then the result file that marks the run finished.
@@ -414,13 +416,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
         while written < len(runs) and finished[written] is not None:
           metrics.write_all(_metrics_lines(runs[written], *finished[written]))
           written += 1
-        log(f'[{k + 1}/{len(runs)}] {p.label}: {_outcome(record)}; {status}')
 
       for ks, group in groups:
         if all(finished[k] is not None for k in ks):
           for k in ks:
-            log(f'[{k + 1}/{len(runs)}] {runs[k].label}: {_outcome(finished[k][0])}; '
-                'done earlier')
+            progress.on_done(runs[k].label, finished[k][0],
+                             f'{_outcome(finished[k][0])}; done earlier', trained=False)
           continue
         if guard.requested:
           raise _stopped(guard, workdir, f'before {runs[ks[0]].label}', log)
@@ -429,18 +430,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
         prefix = f'  [{label}] '
         ckpt = (None if checkpoint_every_s is None else checkpointing.Checkpoints(
             where, checkpoint_every_s, log=lambda line: log(prefix + line)))
-        progress = [_progress(runs[k].label, log) for k in ks]
 
-        def on_done(j: int, result: Any) -> None:
-          nonlocal trained
-          trained += 1
-          elapsed = time.perf_counter() - t_start
-          left = elapsed / trained * max(to_train - trained, 0)
-          done(ks[j], *result, f'{elapsed:.0f} s elapsed, about {left:.0f} s left')
+        def epoch_done(j: int, row: dict[str, float]) -> None:
+          progress.on_epoch(runs[ks[j]].label, row)
+          if on_epoch is not None:
+            on_epoch(runs[ks[j]].label, row)
 
         with ckpt or contextlib.nullcontext():
           try:
-            group.fit(on_epoch=lambda j, row: progress[j](row), on_done=on_done,
+            group.fit(on_epoch=epoch_done, on_done=lambda j, result: done(ks[j], *result),
                       checkpoints=ckpt, stop_requested=lambda: guard.requested)
           except checkpointing.Interrupted as e:
             kept = 'checkpointed' if ckpt else 'not checkpointed (checkpoints are off)'

@@ -202,8 +202,12 @@ def finished_records(workdir: str) -> list[dict[str, Any]]:
 def run_config(config: ml_collections.ConfigDict,
                record: dict[str, Any]) -> ml_collections.ConfigDict:
   """The full config of the run a record reports: its variant's config
-  (`variants.variant_config`) with the record's 'chosen' {dotted field: value} on top."""
+  (`variants.variant_config`) with the record's 'chosen' {dotted field: value} on top,
+  and its 'split_seed' (the data split it trained on: a replicate's own when the
+  comparison resamples)."""
   out = variants.variant_config(config, record['variant'])
+  if record.get('split_seed') is not None:
+    out.data.split_seed = int(record['split_seed'])
   for field, value in (record.get('chosen') or {}).items():
     *parents, leaf = field.split('.')
     target = out
