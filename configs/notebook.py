@@ -10,7 +10,7 @@ initializes Dense kernels glorot-uniform, regjax lecun-normal. Without :data_dir
 data comes through TFDS; with :smoke and neither :data_dir nor :dataset it switches to
 the embedded digits, so tests run offline without MNIST.
 
-Shows (measured with :data_dir=/work/shared/data/mnist): no dropout 97.65 ± 0.11 % test
+Shows (measured with :data_dir=../shared/data/mnist): no dropout 97.65 ± 0.11 % test
 accuracy (train 99.02 %), dropout 0.5 97.21 ± 0.18 % (train 97.94 %), Δ -0.43 pp (95% CI
 [-0.86, -0.01], p=0.049, lower on all 3 seeds): just outside noise at 95 %, by a hair
 (the interval ends at -0.01 pp). Both match the Keras original (~97.4-97.8 % without

@@ -1,6 +1,6 @@
 r"""What dropout's masks cost: the dropout-p training epoch over the no-dropout epoch.
 
-  python -m experiments.dropout_cost --mnist_dir=/work/shared/data/mnist
+  python -m experiments.dropout_cost --mnist_dir=../shared/data/mnist
 
 The workload is configs/notebook.py's model on the default split (54,000 MNIST training
 images): Flatten -> Dense 128 relu -> Dropout -> Dense 10, Adam 1e-3, batch 32, one jitted
