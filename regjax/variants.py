@@ -180,15 +180,7 @@ def grid(config: ml_collections.ConfigDict, name: str) -> Grid:
   if not isinstance(tune, ml_collections.ConfigDict):
     raise ConfigError(f'variants.{name}.{TUNE}', tune,
                       'a section of fields, e.g. tune.penalty.l2 = (0.0, 1e-3)')
-  found = {}
-
-  def walk(node, prefix):
-    for key, value in node.items():
-      if isinstance(value, ml_collections.ConfigDict):
-        walk(value, f'{prefix}{key}.')
-      else:
-        found[prefix + key] = value
-  walk(tune, '')
+  found = flatten(tune)
   for field, values in found.items():
     if (problem := _tune_problem(field, values)) is not None:
       raise ConfigError(f'variants.{name}.{TUNE}.{field}', values, problem)
@@ -227,18 +219,20 @@ def point_config(config: ml_collections.ConfigDict, point: Mapping[str, Any],
   return out
 
 
+def flatten(node: ml_collections.ConfigDict) -> dict[str, Any]:
+  """{'dotted.field': value} for every leaf under `node`, in its key order."""
+  out = {}
+  for key, value in node.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update({f'{key}.{k}': v for k, v in flatten(value).items()})
+    else:
+      out[key] = value
+  return out
+
+
 def overrides(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
   """Variant `name`'s overrides as {'dotted.field': value}, in the variant's key order."""
-  out = {}
-
-  def walk(node, prefix):
-    for key, value in node.items():
-      if isinstance(value, ml_collections.ConfigDict):
-        walk(value, f'{prefix}{key}.')
-      else:
-        out[prefix + key] = value
-  walk(config.variants[name], '')
-  return out
+  return flatten(config.variants[name])
 
 
 def parse_value(text: str) -> Any:
