@@ -50,7 +50,7 @@ class OverrideSyntaxTest(parameterized.TestCase):
     self.assertEqual(rewritten, ['prog', expected or arg])
 
   def test_dotted_override_of_l2_1e_2_takes_effect(self):
-    proc = run_cli('--config=configs/l2.py:smoke', '--config.variants.l2_1e-2.penalty.l2=0.02',
+    proc = run_cli('--config=tests/configs/fixed_l2.py:smoke', '--config.variants.l2_1e-2.penalty.l2=0.02',
                    '--config.variants.decay_1e-1.optimizer.weight_decay=0.5', '--show_config')
     self.assertEqual(proc.returncode, 0, proc.stderr)
     lines = proc.stdout.splitlines()
@@ -74,7 +74,7 @@ class OverrideSyntaxTest(parameterized.TestCase):
   )
   def test_bad_variant_override_is_one_line(self, arg, expected):
     workdir = os.path.join(tempfile.mkdtemp(), 'run')
-    line = _one_error_line(self, run_cli('--config=configs/l2.py:smoke', arg,
+    line = _one_error_line(self, run_cli('--config=tests/configs/fixed_l2.py:smoke', arg,
                                          f'--workdir={workdir}'))
     self.assertIn(expected, line)
     self.assertFalse(os.path.exists(workdir))
@@ -99,7 +99,7 @@ class VariantSpecTest(parameterized.TestCase):
                               'optimizer.name': 'adamw'})
 
   def test_new_variant_runs_last_and_combines_with_only(self):
-    config = load_config('configs/l2.py', 'smoke')
+    config = load_config('tests/configs/fixed_l2.py', 'smoke')
     config.only = 'baseline,l1_drop'
     config.lock()
     variants.apply_spec(config, L1_DROP)
@@ -111,7 +111,7 @@ class VariantSpecTest(parameterized.TestCase):
     self.assertEqual(resolved.penalty.l2, 0.0)  # Not l2_1e-2's.
 
   def test_existing_variant_keeps_the_fields_it_does_not_name(self):
-    config = load_config('configs/l2.py', 'smoke')
+    config = load_config('tests/configs/fixed_l2.py', 'smoke')
     order = config.order
     variants.apply_spec(config, 'l2_1e-2:model.dropout_rate=0.1')
     variants.apply_spec(config, 'l2_1e-2:penalty.l2=0.05')
@@ -123,7 +123,7 @@ class VariantSpecTest(parameterized.TestCase):
       ('unknown_field', 'x:penalty.l3=1',
        "--variant='x:penalty.l3=1': no such field penalty.l3; fields of penalty: l1, l2, mask"),
       ('unknown_section', 'x:regularizer.l2=1', 'no such field regularizer.l2; fields of the '
-       'config: data, early_stopping, model, optimizer, penalty, seed, seeds, train'),
+       'config: data, early_stopping, model, optimizer, penalty, seed, train'),
       ('comparison_field', 'x:order=a', 'no such field order'),
       ('section', 'x:penalty=1', 'penalty is a section; set its fields: penalty.l1, '),
       ('wrong_type', 'x:model.dropout_rate=high',
@@ -134,7 +134,7 @@ class VariantSpecTest(parameterized.TestCase):
       ('bad_name', 'a,b:penalty.l1=1', 'expected NAME:FIELD=VALUE,... with a NAME of'),
   )
   def test_bad_spec_names_the_flag_and_changes_nothing(self, spec, expected):
-    config = load_config('configs/l2.py', 'smoke')
+    config = load_config('tests/configs/fixed_l2.py', 'smoke')
     before = config.to_json()
     with self.assertRaises(ConfigError) as caught:
       variants.apply_spec(config, spec)
@@ -172,8 +172,9 @@ class ConfigHelpTest(absltest.TestCase):
     comments = config_help.schema_comments({'train.new_field': 'Added by a loop.',
                                             'seed': 'Replaced.'})
     self.assertEqual(comments['data.split_seed'],
-                     'Seeds the validation split, subsample and label noise (fixed across '
-                     'replicate seeds so variants see the same data).')
+                     'Seeds the validation split, subsample and label noise; each replicate '
+                     'adds its seed when `resample` (all variants of a replicate see the '
+                     'same data).')
     self.assertTrue(comments['train.vectorize'].endswith('(on a CPU it measured no faster).'))
     # Registered regularizers' fields take their registration's doc.
     self.assertEqual(comments['penalty.l1'], 'l1 * sum |w| over the masked weights (a loss term).')
@@ -186,7 +187,7 @@ class ConfigHelpTest(absltest.TestCase):
         self.assertNotEqual(comments.get(f'{section}.{key}', ''), '', f'{section}.{key}')
 
   def test_format_config(self):
-    config = load_config('configs/l2.py', 'smoke')
+    config = load_config('tests/configs/fixed_l2.py', 'smoke')
     variants.apply_spec(config, L1_DROP)
     text = config_help.format_config(config, config_help.schema_comments(
         {'model.widths': 'Widths, from the extra mapping.'}), width=90)
@@ -194,7 +195,7 @@ class ConfigHelpTest(absltest.TestCase):
     line = next(line for line in lines if line.startswith('penalty.l2 = 0.0 '))
     self.assertRegex(line, r'^penalty\.l2 = 0\.0 +# \(l2 / 2\) \* sum w\^2')
     self.assertRegex(text, r'(?m)^model\.widths = \(32, 32\) +# Widths, from the extra')
-    self.assertRegex(text, r'(?m)^seeds = 2 +# Number of replicate seeds')
+    self.assertRegex(text, r'(?m)^seeds = 2 +# Number of replicates per variant')
     self.assertRegex(text, r'(?m)^\[penalty\] +# Coupled: terms added to the loss\.$')
     self.assertIn('l2_1e-2:penalty.l2=0.01', lines)
     self.assertIn('l1_drop:model.dropout_rate=0.2,penalty.l1=0.0001', lines)
@@ -229,7 +230,8 @@ class CommandLineTest(parameterized.TestCase):
     # The same command finds its own config in config.json: it resumes, trains nothing.
     again = run_cli(*args)
     self.assertEqual(again.returncode, 0, again.stderr[-2000:])
-    self.assertEqual(again.stderr.count('; done earlier'), 4, again.stderr)  # 2 x 2 seeds.
+    # The baseline's 2 grid points (:smoke keeps both ends) and l1_drop, x 2 seeds.
+    self.assertEqual(again.stderr.count('; done earlier'), 6, again.stderr)
 
   def test_variant_with_unknown_field_is_one_line(self):
     workdir = os.path.join(tempfile.mkdtemp(), 'run')
@@ -244,7 +246,7 @@ class CommandLineTest(parameterized.TestCase):
     cwd = tempfile.mkdtemp()  # No --workdir: the default would be runs/ in here.
     env = dict(os.environ, PYTHONPATH=ROOT, XDG_CACHE_HOME=os.path.join(cwd, 'cache'))
     proc = subprocess.run(
-        [sys.executable, '-m', 'regjax.main', f'--config={ROOT}/configs/l2.py',
+        [sys.executable, '-m', 'regjax.main', f'--config={ROOT}/tests/configs/fixed_l2.py',
          f'--variant={L1_DROP}', '--config.train.epochs=7', '--show_config'],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     self.assertEqual(proc.returncode, 0, proc.stderr)
@@ -255,11 +257,11 @@ class CommandLineTest(parameterized.TestCase):
     self.assertEqual(os.listdir(cwd), [])
 
   def test_help_with_a_config_lists_its_fields(self):
-    proc = run_cli('--config=configs/l2.py', '--help')
+    proc = run_cli('--config=tests/configs/fixed_l2.py', '--help')
     self.assertEqual(proc.returncode, 0, proc.stderr)
     self.assertIn('--[no]show_config', proc.stdout)
     self.assertIn('--variant', proc.stdout)
-    self.assertRegex(proc.stdout, r'(?m)^seeds = 5 +# Number of replicate seeds')
+    self.assertRegex(proc.stdout, r'(?m)^seeds = 3 +# Number of replicates per variant')
     self.assertRegex(proc.stdout, r'(?m)^data\.label_noise = 0\.3 +# Share of training')
     self.assertIn('\nl2_1e-2:penalty.l2=0.01\n', proc.stdout)
 
