@@ -164,18 +164,10 @@ class Dataset:
     return _read_only(self.pool_labels[self.train_idx])
 
   def same_source(self, other: 'Dataset') -> bool:
-    """Whether `other` is a split of the same loaded pool and test set, decoded alike.
-
-    Decoded alike: with standardization, equal feature statistics too. A training
-    program shares one decoding among its runs for their final evaluation
-    (regjax/train.py), so splits with different statistics cannot share a program yet.
-    """
-    if other.pool is not self.pool or other.test is not self.test:
-      return False
-    if self.feature_shift is None or other.feature_shift is None:
-      return self.feature_shift is None and other.feature_shift is None
-    return (np.array_equal(self.feature_shift, other.feature_shift)
-            and np.array_equal(self.feature_scale, other.feature_scale))
+    """Whether `other` is a split of the same loaded pool and test set, standardized or
+    not alike (each split's statistics are its own)."""
+    return (other.pool is self.pool and other.test is self.test
+            and self.standardized == other.standardized)
 
 
 def _decode_stored(raw: np.ndarray, table: np.ndarray | None) -> np.ndarray:

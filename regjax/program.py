@@ -91,21 +91,11 @@ def run_data(data: Dataset, sets: Sequence[EvalSet] = ()) -> dict[str, Any]:
 
 
 def shared_data(data: Dataset, sets: Sequence[EvalSet] = ()) -> dict[str, Any]:
-  """The inputs every run of `data`'s source shares: {'pool', 'table', and 'test' when
-  an extra set reads the test inputs} (numpy, stored dtype; see `Dataset`).
-
-  'table' is the decoding (regjax/trainer.py `decode`): the uint8 lookup or None, and
-  with `data.standardize` a dict {'table' (if any), 'shift', 'scale'} holding `data`'s
-  statistics. `Program.epoch` standardizes with each run's own (`run_data`); the dict
-  serves callers that decode with 'table' alone, such as regjax/train.py's final
-  evaluation, which is why runs whose statistics differ cannot share a program
-  (`Dataset.same_source`).
+  """The inputs every run of `data`'s source shares: {'pool', 'table' (the uint8
+  lookup, or None), and 'test' when an extra set reads the test inputs} (numpy, stored
+  dtype; see `Dataset`). A split's standardization is per run (`run_data`).
   """
-  table = data.decode_table
-  if data.standardized:
-    table = {'shift': data.feature_shift, 'scale': data.feature_scale,
-             **({} if table is None else {'table': table})}
-  out = {'pool': data.pool, 'table': table}
+  out = {'pool': data.pool, 'table': data.decode_table}
   if any(s.source == 'test' for s in sets):
     out['test'] = data.test
   return out

@@ -199,7 +199,7 @@ class RunGroup:
         regularizers.penalty_names(), regularizers.transform_names(),
         [(s.name, s.source, len(s.labels), s.rows is None) for s in self._sets[0]],
         d.num_classes, d.num_train, d.num_val, d.pool.shape, str(d.pool.dtype),
-        d.test.shape, d.decode_table is None, self._data_varies, lanes,
+        d.test.shape, d.decode_table is None, d.standardized, self._data_varies, lanes,
         None if place.mesh is None else [place.members, place.data,
                                          [dev.id for dev in place.mesh.devices.flat]],
     ], default=str)
@@ -322,9 +322,11 @@ class RunGroup:
   # -------------------------------------------------------------------------- evaluation
 
   def _evaluate(self, variables: dict[str, Any], source: np.ndarray,
-                rows: np.ndarray | None, labels: np.ndarray) -> dict[str, float]:
+                rows: np.ndarray | None, labels: np.ndarray,
+                data: Dataset) -> dict[str, float]:
     """Inference-mode {'loss', 'accuracy'} (floats) of one run's weights on the stored
-    inputs `source[rows]` (all of it when rows is None) against `labels`.
+    inputs `source[rows]` (all of it when rows is None) against `labels`, decoded as the
+    run's `data` decodes them (its uint8 lookup, and its split's standardization).
 
     Fixed chunks of `train.eval_batch_size` (the last one padded) and float64 sums, so
     every set of every run shares one compiled chunk program.
@@ -334,7 +336,7 @@ class RunGroup:
       self._eval_chunk = _EVAL_CHUNKS.setdefault(key, jax.jit(self.program.trainer.eval_sums))
     n = len(labels)
     size = min(self.program.trainer.eval_batch_size, max(n, 1))
-    table = self._shared['table']
+    decoding = (data.decode_table, data.feature_shift, data.feature_scale)
     totals = np.zeros(2, np.float64)
     for start in range(0, n, size):
       idx = np.arange(start, min(start + size, n))
@@ -345,7 +347,7 @@ class RunGroup:
       xb = np.pad(xb, [(0, pad)] + [(0, 0)] * (xb.ndim - 1))
       yb = np.pad(yb, (0, pad))
       totals += np.asarray(self._eval_chunk(variables['params'], variables['batch_stats'],
-                                            xb, yb, valid, table), np.float64)
+                                            xb, yb, valid, *decoding), np.float64)
     return {'loss': float(totals[0] / n), 'accuracy': float(totals[1] / n)}
 
   def _finish(self, member: int, run: RunState, history: list[dict[str, float]],
@@ -356,11 +358,11 @@ class RunGroup:
                                                  run.train.batch_stats)
     variables = {'params': params, 'batch_stats': batch_stats}
     d = self.runs[member].data
-    evals = {'train': self._evaluate(variables, d.pool, d.train_idx, d.y_train)}
+    evals = {'train': self._evaluate(variables, d.pool, d.train_idx, d.y_train, d)}
     if d.num_val:
-      evals['val'] = self._evaluate(variables, d.pool, d.val_idx, d.y_val)
+      evals['val'] = self._evaluate(variables, d.pool, d.val_idx, d.y_val, d)
     # The test set is touched exactly once per run, here, on the weights it reports.
-    evals['test'] = self._evaluate(variables, d.test, None, d.y_test)
+    evals['test'] = self._evaluate(variables, d.test, None, d.y_test, d)
     stats = jax.device_get(trainer.weight_stats(params))
     record = program_lib.make_record(self.runs[member].seed, evals,
                                      int(run.stop.best_epoch), history, stop, stats,

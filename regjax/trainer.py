@@ -81,20 +81,14 @@ def step_key(dropout_key: jax.Array, step: jax.Array) -> jax.Array:
   return jax.random.fold_in(dropout_key, step)
 
 
-def decode(raw: jax.Array, table: Any, shift: jax.Array | None = None,
+def decode(raw: jax.Array, table: jax.Array | None, shift: jax.Array | None = None,
            scale: jax.Array | None = None) -> jax.Array:
   """Stored inputs (B, ...) -> float32 model inputs (B, ...), as `Dataset.decode` does.
 
-  table: None (float inputs, used as they are), a (256,) float32 lookup for uint8
-    inputs, or a dict {'table' (optional lookup), 'shift', 'scale'} that also carries
-    standardization (`program.shared_data`).
+  table: None (float inputs, used as they are) or a (256,) float32 lookup for uint8.
   shift, scale: float32 of one example's shape (`data.standardize`): the result is
-    (x - shift) * scale. None (and a plain `table`) adds no operation at all.
+    (x - shift) * scale. None adds no operation at all.
   """
-  if isinstance(table, dict):
-    shift = table['shift'] if shift is None else shift
-    scale = table['scale'] if scale is None else scale
-    table = table.get('table')
   x = raw if table is None else table[raw]
   if shift is not None:
     x = (x - shift) * scale

@@ -601,10 +601,11 @@ class StandardizeTest(parameterized.TestCase):
     a = data.load_dataset(_config(name=name, split_seed=0, standardize=True))
     b = data.load_dataset(_config(name=name, split_seed=1, standardize=True))
     self.assertFalse(np.array_equal(a.feature_shift, b.feature_shift))
-    self.assertFalse(a.same_source(b))  # Not one decoding: cannot share a program yet.
-    self.assertTrue(a.same_source(a))
+    self.assertTrue(a.same_source(b))  # Each run decodes with its own statistics.
+    plain = data.load_dataset(_config(name=name, split_seed=0))
+    self.assertFalse(a.same_source(plain))  # Standardized or not is the program's.
 
-  def test_runs_share_a_program_only_with_equal_statistics(self):
+  def test_runs_with_their_own_statistics_share_a_program(self):
     from regjax import train  # Lazy: only these tests need JAX training.
     config = schema.default_config()
     config.data.update(name=self._npz(**self._table(n=90)), standardize=True)
@@ -615,16 +616,18 @@ class StandardizeTest(parameterized.TestCase):
     resplit_config = config.data.copy_and_resolve_references()
     resplit_config.split_seed = 5
     resplit = data.split(source, resplit_config)
-    # Its own split of the same stored inputs, but other statistics.
+    # Its own split of the same stored inputs, with other statistics.
     self.assertIs(resplit.pool, one.pool)
-    with self.assertRaisesRegex(ConfigError, r'^data='):
-      train.RunGroup([train.Run(config, 0, one), train.Run(config, 0, resplit)])
-    # Seeds of one split share it: the vmapped program (the statistics travel with each
-    # run's arrays) gives each run what it gives alone.
-    together = train.RunGroup([train.Run(config, s, one) for s in (0, 1)]).fit()
-    alone = train.fit(config, one, seed=1)
-    self.assertEqual(together[1][0]['test_accuracy'], alone[0]['test_accuracy'])
-    self.assertAlmostEqual(together[1][0]['test_loss'], alone[0]['test_loss'], places=5)
+    self.assertFalse(np.array_equal(resplit.feature_shift, one.feature_shift))
+    # One vmapped program: the statistics travel with each run's arrays, in training
+    # and in the final evaluation, so each run gives what it gives alone.
+    together = train.RunGroup([train.Run(config, 0, one), train.Run(config, 1, resplit)]
+                              ).fit()
+    for (record, _, _), split, seed in zip(together, (one, resplit), (0, 1)):
+      alone = train.fit(config, split, seed=seed)[0]
+      self.assertEqual(record['test_accuracy'], alone['test_accuracy'])
+      self.assertAlmostEqual(record['test_loss'], alone['test_loss'], places=5)
+      self.assertAlmostEqual(record['val_loss'], alone['val_loss'], places=5)
     self.assertNotEqual(together[0][0]['test_loss'], together[1][0]['test_loss'])
 
   def test_uint8_images_are_decoded_then_standardized(self):
@@ -654,11 +657,6 @@ class StandardizeTest(parameterized.TestCase):
         on_device = jax.jit(trainer.decode)(ds.test, ds.decode_table, ds.feature_shift,
                                             ds.feature_scale)
         np.testing.assert_array_equal(np.asarray(on_device), ds.x_test)
-        # The shared decoding (a dict holding the statistics) decodes alike.
-        from regjax import program
-        shared = program.shared_data(ds)['table']
-        np.testing.assert_array_equal(
-            np.asarray(jax.jit(trainer.decode)(ds.test, shared)), ds.x_test)
 
   def test_mlp_learns_a_large_scale_feature_table_when_standardized(self):
     # 3 Gaussian classes (centers ~3e3 apart, noise 1e3) in 6 features offset by up to

@@ -26,7 +26,7 @@ _WORKDIR = None  # The l2 :smoke comparison, trained once for every test here.
 def setUpModule():
   global _WORKDIR
   _WORKDIR = tempfile.mkdtemp()
-  experiment.run(load_config('configs/l2.py', 'smoke'), _WORKDIR, log=lambda line: None,
+  experiment.run(load_config('tests/configs/fixed_l2.py', 'smoke'), _WORKDIR, log=lambda line: None,
                  checkpoint_every_s=None)
 
 
@@ -81,7 +81,7 @@ class EvaluateCommandTest(absltest.TestCase):
   def test_another_dataset_of_the_same_shape(self):
     # The digits test images mirrored left-right, stored as an npz: same shape, other
     # data. Each printed accuracy is the model's own, computed here by hand.
-    digits = data.load_dataset(load_config('configs/l2.py', 'smoke').data)
+    digits = data.load_dataset(load_config('tests/configs/fixed_l2.py', 'smoke').data)
     mirrored = np.ascontiguousarray(digits.x_test[:, :, ::-1])
     path = os.path.join(_tempdir(self), 'mirrored.npz')
     np.savez(path, x_train=mirrored, y_train=digits.y_test, x_test=mirrored,
@@ -175,6 +175,26 @@ class LoadRunTest(absltest.TestCase):
     ds = data.load_dataset(config.data)
     logits = model.apply(variables, ds.x_test, train=False)
     self.assertEqual(np.mean(np.argmax(logits, -1) == ds.y_test), record['test_accuracy'])
+
+  def test_a_tuned_run_loads_its_chosen_point_and_split(self):
+    workdir = _tempdir(self)
+    result = experiment.run(load_config('configs/l2.py', 'smoke'), workdir,
+                            log=lambda line: None, checkpoint_every_s=None)
+    record = next(r for r in result['records'] if (r['variant'], r['seed']) == ('l2', 1))
+    model, variables, config = regjax.load_run(workdir, 'l2', 1)
+    self.assertEqual(config.penalty.l2, record['chosen']['penalty.l2'])
+    self.assertEqual(config.data.split_seed, 1)  # Its replicate's own split.
+    ds = data.load_dataset(config.data)
+    other = config.data.copy_and_resolve_references()
+    other.split_seed = 0
+    self.assertFalse(np.array_equal(ds.val_idx, data.load_dataset(other).val_idx))
+    logits = model.apply(variables, ds.x_test, train=False)
+    self.assertAlmostEqual(float(np.mean(np.argmax(logits, -1) == ds.y_test)),
+                           record['test_accuracy'], places=6)
+    # And its validation accuracy too: the split is the one it trained and chose on.
+    logits = model.apply(variables, ds.x_val, train=False)
+    self.assertAlmostEqual(float(np.mean(np.argmax(logits, -1) == ds.y_val)),
+                           record['val_accuracy'], places=6)
 
   def test_follows_run_dir_and_applies_chosen(self):
     # A tuned comparison's record points at its chosen grid point's folder and names the

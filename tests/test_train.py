@@ -131,7 +131,7 @@ class TrainerTest(absltest.TestCase):
     group = train.RunGroup([train.Run(config, 0, data)])
     run = jax.tree.map(lambda a: a[0], group._init([0])).train
     variables = {'params': run.params, 'batch_stats': run.batch_stats}
-    chunked = group._evaluate(variables, data.test, None, data.y_test)
+    chunked = group._evaluate(variables, data.test, None, data.y_test, data)
     whole = group.program.trainer.evaluate(run.params, run.batch_stats,
                                            jnp.asarray(data.x_test), jnp.asarray(data.y_test))
     logits = group.program.trainer.model.apply({'params': run.params}, data.x_test)
@@ -294,9 +294,9 @@ class TestSetTouchedOnceTest(absltest.TestCase):
       seen['program'].append(source)
       return program_eval(self_, state, shared, source, *args)
 
-    def on_host(self_, variables, source, rows, labels):
-      seen['host'].append('test' if source is self_.runs[0].data.test else 'pool')
-      return host_eval(self_, variables, source, rows, labels)
+    def on_host(self_, variables, source, rows, labels, data):
+      seen['host'].append('test' if source is data.test else 'pool')
+      return host_eval(self_, variables, source, rows, labels, data)
 
     def by_trainer(*args, **kwargs):
       seen['trainer'] += 1
