@@ -1,21 +1,32 @@
-r"""Speed benchmark: regjax vs Keras 3 (JAX backend) and PyTorch eager, the matmul roof,
-a vmapped sweep vs sequential runs, first compile and peak memory; all in one run.
+r"""Speed benchmark: regjax vs Keras 3 (JAX backend), the classic notebook's own code and
+PyTorch eager, the matmul roof, a vmapped sweep vs sequential runs, first compile, peak
+memory, and what dropout and checkpoints add; all in one run.
 
   python -m experiments.benchmark --mnist_dir=../shared/data/mnist --out=/tmp/bench \
-      --keras_python=/tmp/benchvenv/bin/python --torch_python=/tmp/benchvenv/bin/python
-  python -m experiments.benchmark --smoke --out=/tmp/bench-smoke   # seconds, digits
+      --keras_python=/work/peers-venv/bin/python --torch_python=/work/peers-venv/bin/python
+  python -m experiments.benchmark --smoke --out=/tmp/bench-smoke   # minutes, digits
   bash experiments/gpu_benchmark.sh MNIST_DIR OUT     # on a GPU machine, see that file
+
+The peers' Python is any virtualenv outside the repository with keras 3 (and jax) and
+torch, e.g. `python -m venv /work/peers-venv && /work/peers-venv/bin/pip install keras
+jax torch` (a CPU wheel of torch will do).
 
 What it measures (all on this machine, in this run):
   (a) The classic workload: MNIST, MLP 784-128-10 (ReLU), Dropout 0.5, Adam 1e-3, batch
       32, `--epochs` epochs, the test set evaluated after every epoch (the notebook's
-      `validation_data=(x_test, y_test)`). Seconds per epoch and final test accuracy of
-      regjax (a run as `train.fit` trains it: regjax/program.py's epoch, the test set as
-      an extra evaluation set), of Keras 3 on the JAX backend running the notebook's
-      code, and of PyTorch eager. Keras and PyTorch run as child processes of
-      `--keras_python` / `--torch_python` (default: this interpreter), so neither has to
-      be installed beside regjax; where one cannot be imported, its row says so and is
-      skipped.
+      `validation_data=(x_test, y_test)`). Seconds per epoch, final test accuracy and
+      peak resident memory (VmHWM) of four rows, each a fresh child process:
+        regjax    a run as `python -m regjax.main` trains it: regjax/program.py's epoch
+                  with the test set as an extra evaluation set, uint8 inputs decoded in
+                  the program, checkpoints on at the default timing (`regjax_child`,
+                  this interpreter); its memory broken down by stage;
+        keras     Keras 3 on the JAX backend, the notebook's model fed float32;
+        notebook  the classic notebook's own code: its `x / 255.0` (float64 inputs),
+                  logits with a from_logits loss, fit's defaults (progress bar);
+        torch     PyTorch eager.
+      Keras and PyTorch run with `--keras_python` / `--torch_python` (default: this
+      interpreter), so neither has to be installed beside regjax; where one cannot be
+      imported, its row says so and is skipped.
       Seconds per epoch = the median over epochs 2.. (epoch 1 of Keras includes its
       XLA compilation; regjax compiles ahead of time, outside any epoch).
       Beside them, the batch-32 *matmul floor*: one epoch of only the MLP's training
@@ -34,12 +45,18 @@ What it measures (all on this machine, in this run):
       distinct program once per process), wall clock including compilation; and the
       member-epochs the group computed vs those its members needed.
   (d) First-compile seconds of the classic epoch program (trace + lower + compile, in
-      this fresh process), and peak resident memory (`ru_maxrss`).
+      the regjax row's fresh process).
+  (e) Dropout's cost: the dropout-0.5 training epoch over the no-dropout epoch,
+      interleaved (experiments/dropout_cost.py, 54,000 MNIST images).
+  (f) Checkpoints' cost: whole comparisons, configs/notebook.py (MNIST) and
+      configs/l2.py (digits), with checkpoints at the default timing over checkpoints
+      off (`checkpoint_overhead`).
 The issue's targets (set for a 2-core CPU) are printed beside the measured ratios, met
 or not; on an accelerator they are shown for reference only.
 Writes results.json and summary.md into --out. Tests run --smoke (digits, tiny).
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -61,11 +78,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from regjax import checkpointing
 from regjax import parallel
-from regjax import report
 from regjax import schema
 from regjax import train
 from regjax import trainer as trainer_lib
+from regjax import variants
 from regjax.data import Dataset, load_dataset
 from regjax.program import EvalSet
 
@@ -105,7 +123,16 @@ TARGETS = {
     'roof_fraction_batch_ge_256': ('>=', 0.9),
     'sweep_speedup_16': ('>=', 1.5),
     'first_compile_seconds': ('<', 5.0),
+    # The issue "dropout and checkpoints nearly free, memory at Keras' level".
+    'dropout_epoch_ratio': ('<=', 1.15),
+    'checkpoint_overhead': ('<=', 1.05),
+    'peak_rss_vs_keras': ('<=', 1.2),
+    'notebook_speedup_dropout': ('>=', 5.0),
+    'ahead_of_peer': ('>=', 1.0),
 }
+# The rows of the classic workload: regjax, Keras 3 fed float32, the notebook's own code
+# (Keras 3 fed its float64 `x / 255.0`), PyTorch eager.
+PEERS = ('regjax', 'keras', 'notebook', 'torch')
 
 
 def flops_per_example(d: int, h: int = HIDDEN, k: int = 10) -> int:
@@ -185,33 +212,72 @@ def device_peak_mib() -> float | None:
 _BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
 
 
-def regjax_classic(config: ml_collections.ConfigDict, data: Dataset, seeds: int
-                   ) -> dict[str, Any]:
+def _status_mib() -> dict[str, float]:
+  """{'rss', 'hwm'}: this process's resident memory now and its peak, MiB (Linux)."""
+  out = {}
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith(('VmRSS:', 'VmHWM:')):
+          out[line[2:5].lower()] = int(line.split()[1]) / 1024.0  # kB.
+  except OSError:
+    pass
+  return out
+
+
+def regjax_classic(config: ml_collections.ConfigDict, data: Dataset, seeds: int,
+                   checkpoint_dir: str | None = None,
+                   on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
   """Trains `seeds` runs of the classic workload as regjax trains a run.
 
   Each run is a `train.RunGroup` of one run with the test set as an extra evaluation
-  set, so an epoch is regjax/program.py's (train, weight statistics, test). The seeds
-  share one compiled program. Its compile: wall seconds as the group counts them
-  (trace, lower, compile), and CPU seconds of all threads from the poll before the
-  first epoch (`stop_requested`) to the end of that epoch's XLA compilation.
+  set, so an epoch is regjax/program.py's (train, weight statistics, test), with
+  checkpoints in `checkpoint_dir/seed_<s>` at the default timing when it is given (as
+  `python -m regjax.main` runs it). The seeds share one compiled program. Its compile:
+  wall seconds as the group counts them (trace, lower, compile), and CPU seconds of all
+  threads from the poll before the first epoch (`stop_requested`) to the end of that
+  epoch's XLA compilation. on_stage: called once with each of 'init' (the first run's
+  initial state made and its data placed), 'compile' (its epoch program compiled) and
+  'first_epoch' (its first epoch done), as each stage ends.
   """
   test = [EvalSet('test', 'test', None, data.y_test)]
   runs, compile_s, marks = [], None, {}
+
+  def stage(name: str) -> None:
+    if on_stage is not None and name not in marks:
+      on_stage(name)
+    marks.setdefault(name, True)
 
   def on_compile(event: str, duration: float, **kwargs: Any) -> None:
     del duration, kwargs
     if event == _BACKEND_COMPILE_EVENT and 'start' in marks:
       marks.setdefault('end', time.process_time())
+      stage('compile')
 
   def poll() -> bool:  # Polled before each epoch, just before the epoch is compiled.
     marks.setdefault('start', time.process_time())
+    stage('init')
     return False
 
+  def on_epoch(member: int, row: dict[str, float]) -> None:
+    del member, row
+    stage('first_epoch')
+
+  saves = 0
   jax.monitoring.register_event_duration_secs_listener(on_compile)
   try:
     for seed in range(seeds):
       group = train.RunGroup([train.Run(config, seed, data)], eval_sets=test)
-      ((_, history, _),) = group.fit(stop_requested=poll if compile_s is None else None)
+      ckpt = (None if checkpoint_dir is None else
+              checkpointing.Checkpoints(os.path.join(checkpoint_dir, f'seed_{seed}')))
+      try:
+        ((_, history, _),) = group.fit(
+            on_epoch=on_epoch, checkpoints=ckpt,
+            stop_requested=poll if compile_s is None else None)
+      finally:
+        if ckpt is not None:
+          ckpt.close()
+          saves += ckpt.saves
       if compile_s is None:
         compile_s = group.compile_seconds
       runs.append({'seed': seed, 'epoch_seconds': [r['seconds'] for r in history],
@@ -221,7 +287,47 @@ def regjax_classic(config: ml_collections.ConfigDict, data: Dataset, seeds: int
   # CPU seconds of all threads: close to the wall time an idle machine would take.
   compile_cpu_s = marks['end'] - marks['start'] if 'end' in marks else None
   return _summarize_runs('regjax', runs, compile_seconds=compile_s,
-                         compile_cpu_seconds=compile_cpu_s, version=f'jax {jax.__version__}')
+                         compile_cpu_seconds=compile_cpu_s, version=f'jax {jax.__version__}',
+                         checkpoints=None if checkpoint_dir is None else {
+                             'interval_s': checkpointing.DEFAULT_INTERVAL_S,
+                             'saves': saves})
+
+
+# The stages of `regjax_child`, in order, each recorded when it ends.
+MEMORY_STAGES = {
+    'imports': 'imports (jax, flax, optax, orbax, regjax)',
+    'backend': "JAX's CPU backend started",
+    'data': 'data loaded (uint8 as stored; the gzip reader peaks above)',
+    'init': 'initial state (eager init: small XLA programs) and data placed',
+    'compile': 'epoch program compiled',
+    'first_epoch': 'first epoch trained and evaluated',
+    'end': 'all epochs and seeds, final evaluations (their program too)',
+}
+
+
+def regjax_child(smoke: bool, mnist_dir: str, epochs: int, seeds: int) -> dict[str, Any]:
+  """The classic workload in this process as a user's run has it, and its memory.
+
+  Run by `REGJAX_CHILD` in a fresh Python, like the Keras and PyTorch rows: the data
+  loaded as regjax loads it (uint8 images, decoded inside the program), checkpoints on
+  at the default timing, and the peak resident memory (VmHWM) of nothing else. The
+  memory breakdown (`MEMORY_STAGES`) gives VmRSS and VmHWM after each stage.
+  """
+  memory = {'imports': _status_mib()}
+  jax.devices()  # Starts the backend.
+  memory['backend'] = _status_mib()
+  config = classic_config(smoke, mnist_dir, epochs=epochs)
+  data = load_dataset(config.data)
+  memory['data'] = _status_mib()
+  with tempfile.TemporaryDirectory() as tmp:
+    out = regjax_classic(config, data, seeds, checkpoint_dir=os.path.join(tmp, 'ckpt'),
+                         on_stage=lambda name: memory.setdefault(name, _status_mib()))
+  memory['end'] = _status_mib()
+  out['memory_stages_mib'] = memory
+  out['peak_rss_mib'] = memory['end'].get('hwm') or peak_rss_mib()
+  out['peak_device_mib'] = device_peak_mib()
+  out['stored_input_mib'] = (data.pool.nbytes + data.test.nbytes) / 2**20
+  return out
 
 
 def _trainer(config: ml_collections.ConfigDict, data: Dataset) -> trainer_lib.Trainer:
@@ -331,6 +437,62 @@ KERAS_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
                                         if 'peak_bytes_in_use' in stats else None)}))
 ''')
 
+# The classic notebook's own code, as a notebook user runs it: its preprocessing
+# `x / 255.0` (float64 inputs, which Keras converts to float32 batch by batch), the model
+# with logits and a from_logits loss, fit's defaults (batch 32, the progress bar) and the
+# test set as validation_data. Keras 3 on the JAX backend.
+NOTEBOOK_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
+  import json, os, sys, time
+  os.environ['KERAS_BACKEND'] = 'jax'
+  import numpy as np
+  import keras
+  d = np.load(sys.argv[1])
+  scale = 255.0 if d['x_train_raw'].dtype == np.uint8 else 1.0  # digits: floats already.
+  x_train, x_test = d['x_train_raw'] / scale, d['x_test_raw'] / scale
+  x_train, x_test = x_train.astype(np.float64), x_test.astype(np.float64)
+  y_train, y_test = d['y_train'], d['y_test']
+  epochs, seeds = int(sys.argv[2]), int(sys.argv[3])
+
+  class Timer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+      self.t0 = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+      self.seconds.append(time.perf_counter() - self.t0)
+
+  runs = []
+  for seed in range(seeds):
+    keras.utils.set_random_seed(seed)
+    model = keras.models.Sequential([
+        keras.Input(shape=x_train.shape[1:]),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation='relu'),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(10),
+    ])
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer='adam', loss=loss_fn, metrics=['accuracy'])
+    timer = Timer()
+    timer.seconds = []
+    hist = model.fit(x_train, y_train, epochs=epochs, validation_data=(x_test, y_test),
+                     callbacks=[timer])
+    runs.append({'seed': seed, 'epoch_seconds': timer.seconds,
+                 'test_accuracy': [float(a) for a in hist.history['val_accuracy']]})
+  print()  # The progress bar may leave a line open; the result is the last line.
+  print(json.dumps({'runs': runs, 'version': f'keras {keras.__version__} (backend '
+                    f'{keras.backend.backend()}), float64 inputs, progress bar',
+                    'input_dtype': str(x_train.dtype), 'peak_rss_mib': peak_rss_mib()}))
+''')
+
+# regjax's row: experiments/benchmark.py's own `regjax_child` in a fresh Python, so that
+# its peak memory is the run's alone (this process holds float32 copies for the others).
+REGJAX_CHILD = textwrap.dedent(r'''
+  import json, sys
+  from experiments import benchmark
+  result = benchmark.regjax_child(sys.argv[1] == 'smoke', sys.argv[2], int(sys.argv[3]),
+                                  int(sys.argv[4]))
+  print(json.dumps(result))
+''')
+
 # The same model in idiomatic eager PyTorch, on the GPU when torch sees one. Batches are
 # indexed from tensors in (device) memory (no DataLoader, whose per-example collation
 # would dominate); a final partial batch is kept, as Keras does. CPU thread count: the
@@ -412,13 +574,15 @@ TORCH_CHILD = _CHILD_PEAK + textwrap.dedent(r'''
 ''')
 
 
-def run_child(name: str, python: str, code: str, module: str, npz: str, epochs: int,
-              seeds: int) -> dict[str, Any]:
-  """Runs a framework's script with `python`; a summary, or {'skipped': why}."""
+def run_child(name: str, python: str, code: str, module: str, args: Sequence[str],
+              env: dict[str, str] | None = None) -> dict[str, Any]:
+  """Runs a framework's script with `python` and `args`; a summary, or {'skipped': why}.
+
+  The script prints its result as JSON on its last line of output."""
   if not python:
     return {'framework': name, 'skipped': 'not requested (empty --*_python flag)'}
   # Keras 3 imports its default backend (TensorFlow) unless told otherwise.
-  env = dict(os.environ, KERAS_BACKEND='jax')
+  env = dict(os.environ, KERAS_BACKEND='jax', **(env or {}))
   try:
     probe = subprocess.run([python, '-c', f'import {module}'], capture_output=True,
                            text=True, env=env)
@@ -427,13 +591,110 @@ def run_child(name: str, python: str, code: str, module: str, npz: str, epochs: 
   if probe.returncode:
     last = (probe.stderr.strip().splitlines() or ['failed'])[-1]
     return {'framework': name, 'skipped': f'{module} cannot be imported by {python}: {last}'}
-  proc = subprocess.run([python, '-c', code, npz, str(epochs), str(seeds)],
-                        capture_output=True, text=True, env=env)
+  proc = subprocess.run([python, '-c', code, *args], capture_output=True, text=True,
+                        env=env)
   if proc.returncode:
     return {'framework': name, 'skipped': f'failed: {proc.stderr.strip()[-500:]}'}
   out = json.loads(proc.stdout.strip().splitlines()[-1])
+  if name == 'regjax':  # Summarized by the child already.
+    return dict(out, python=python)
   extra = {k: v for k, v in out.items() if k not in ('runs',)}
   return _summarize_runs(name, out['runs'], python=python, **extra)
+
+
+def regjax_in_child(smoke: bool, mnist_dir: str, epochs: int, seeds: int
+                    ) -> dict[str, Any]:
+  """`regjax_child` in a fresh process of this Python (this repository on its path)."""
+  path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get('PYTHONPATH')) if p)
+  out = run_child('regjax', sys.executable, REGJAX_CHILD, 'regjax',
+                  ['smoke' if smoke else 'mnist', mnist_dir, str(epochs), str(seeds)],
+                  env={'PYTHONPATH': path})
+  if 'skipped' in out:
+    raise RuntimeError(f"regjax's classic run failed: {out['skipped']}")
+  return out
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file (e.g. 'configs/l2.py'), relative to the repo."""
+  spec = importlib.util.spec_from_file_location(
+      'config_' + Path(path).stem, REPO_ROOT / path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def checkpoint_workloads(smoke: bool, mnist_dir: str) -> dict[str, tuple[str, str]]:
+  """{name: (config file, its arg)} of the comparisons whose checkpoint overhead is
+  measured: configs/notebook.py on MNIST and configs/l2.py (digits); smoke: both on
+  their :smoke forms (digits, tiny)."""
+  if smoke:
+    return {'notebook': ('configs/notebook.py', 'smoke'), 'l2': ('configs/l2.py', 'smoke')}
+  return {'notebook': ('configs/notebook.py', f'data_dir={mnist_dir}'),
+          'l2': ('configs/l2.py', '')}
+
+
+def dropout_data_config(smoke: bool, mnist_dir: str) -> ml_collections.ConfigDict:
+  """The data of experiments/dropout_cost.py: the default split (54,000 MNIST training
+  images; smoke: digits)."""
+  c = schema.default_config().data
+  if not smoke:
+    c.name, c.dir = 'mnist', mnist_dir
+  return c
+
+
+def checkpoint_overhead(config: ml_collections.ConfigDict, repeats: int = 2
+                        ) -> dict[str, Any]:
+  """Wall clock of a whole comparison with checkpoints at the default timing over the
+  same comparison with checkpoints off, in this process.
+
+  `experiment.run(config, workdir, checkpoint_every_s=...)` into a fresh workdir each
+  time; one untimed run first compiles every program (later runs reuse them, whichever
+  setting). Then `repeats` pairs, the order alternating (off-on, on-off, ...) so that a
+  drift of the machine's load does not favour either side. Returns the median of the
+  per-pair ratios on / off (wall and process CPU seconds, all threads, orbax's too),
+  the median seconds, and the saves each checkpointed comparison started.
+  """
+  from regjax import experiment  # pylint: disable=g-import-not-at-top  # Plots: heavy.
+  saves = []
+  real = checkpointing.Checkpoints
+
+  class Counting(real):  # Counts the saves of the comparison's groups.
+    def save(self, *args, **kwargs):
+      started = super().save(*args, **kwargs)
+      saves[-1] += started
+      return started
+
+  def once(every: float | None) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as workdir:
+      t0, c0 = time.perf_counter(), time.process_time()
+      experiment.run(config, workdir, log=lambda line: None, checkpoint_every_s=every)
+      return time.perf_counter() - t0, time.process_time() - c0
+
+  checkpointing.Checkpoints = Counting
+  try:
+    once(None)  # Compiles.
+    times = {'on': [], 'off': []}
+    for i in range(repeats):
+      for side in (('off', 'on') if i % 2 == 0 else ('on', 'off')):
+        if side == 'on':
+          saves.append(0)
+        times[side].append(once(checkpointing.DEFAULT_INTERVAL_S if side == 'on' else None))
+  finally:
+    checkpointing.Checkpoints = real
+  ratio = lambda k: statistics.median(on[k] / off[k] for on, off in zip(times['on'],
+                                                                        times['off']))
+  return {'interval_s': checkpointing.DEFAULT_INTERVAL_S, 'pairs': repeats,
+          'off_seconds': statistics.median(t[0] for t in times['off']),
+          'on_seconds': statistics.median(t[0] for t in times['on']),
+          'ratio': ratio(0), 'cpu_ratio': ratio(1),
+          'ratios': [on[0] / off[0] for on, off in zip(times['on'], times['off'])],
+          'saves_per_comparison': saves,
+          'runs': sum(variants.variant_config(config, name).seeds
+                      for name in variants.names(config)),
+          'load_average': list(os.getloadavg())}
 
 
 # ------------------------------------------------------------------ (b): GFLOP/s
@@ -671,7 +932,69 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
       out[f'sweep_speedup_16_{name}'] = _met('sweep_speedup_16', s['speedup'])
   out['first_compile_seconds'] = _met('first_compile_seconds',
                                       results['first_compile_seconds'])
+  # Per-epoch seconds of the dropout variant, regjax with checkpoints on.
+  for name in ('notebook', 'keras', 'torch'):
+    other = results['classic'][name]
+    ratio = (None if 'skipped' in other
+             else other['seconds_per_epoch'] / ours['seconds_per_epoch'])
+    if name == 'notebook':
+      out['notebook_speedup_dropout'] = _met('notebook_speedup_dropout', ratio)
+    else:
+      out[f'{name}_ahead'] = _met('ahead_of_peer', ratio)
+  out['dropout_epoch_ratio'] = _met('dropout_epoch_ratio', results['dropout']['ratio'])
+  for name, c in results['checkpoints'].items():
+    out[f'checkpoint_overhead_{name}'] = _met('checkpoint_overhead', c['ratio'])
+  keras = results['classic']['keras']
+  out['peak_rss_vs_keras'] = _met('peak_rss_vs_keras', None if 'skipped' in keras else
+                                  ours['peak_rss_mib'] / keras['peak_rss_mib'])
   return out
+
+
+def memory_lines(results: dict[str, Any]) -> list[str]:
+  """Where regjax's classic run's peak memory goes (its process's stages), beside the
+  other rows' peaks."""
+  c = results['classic']
+  ours = c['regjax']
+  stages = ours['memory_stages_mib']
+  names = MEMORY_STAGES
+  lines = ['', "### Peak memory of the classic run (MiB)", '',
+           f"Stored inputs: {ours['stored_input_mib']:.0f} MiB (float32 would be "
+           f"{4 * ours['stored_input_mib']:.0f}). VmRSS and peak (VmHWM) of regjax's "
+           "process after each stage, and the peak's growth over the stage before:", '',
+           '| stage | RSS | peak | peak growth |', '|---|---|---|---|']
+  before = 0.0
+  for key, label in names.items():
+    if key in stages:
+      st = stages[key]
+      lines.append(f"| {label} | {st['rss']:.0f} | {st['hwm']:.0f} | "
+                   f"+{st['hwm'] - before:.0f} |")
+      before = st['hwm']
+  peaks = ', '.join(f"{name} {c[name]['peak_rss_mib']:.0f}" for name in PEERS
+                    if 'skipped' not in c[name])
+  lines += ['', f"Peaks of each row's process: {peaks} MiB."]
+  return lines
+
+
+def dropout_and_checkpoint_lines(results: dict[str, Any]) -> list[str]:
+  """The dropout epoch's cost and the checkpoints' overhead, as measured ratios."""
+  d = results['dropout']
+  lines = ['', '## Dropout and checkpoints: what they add', '',
+           f"Dropout {d['rate']} epoch over the no-dropout epoch (experiments/dropout_cost.py:"
+           f" batch 32, MLP 128, Adam, {d['steps']} steps, no evaluation, interleaved): "
+           f"{d['ratio']:.3f} wall (median of {len(d['ratios'])} pairs; {d['dropout_seconds']:.3f}"
+           f" s vs {d['no_dropout_seconds']:.3f} s), {d['cpu_ratio']:.3f} CPU time; masks: "
+           f"{d['mask_bits']}; load average {d['load_average'][0]:.1f}.", '',
+           'Whole comparisons (`regjax.experiment.run`) with checkpoints at the default '
+           'timing over checkpoints off, in one process after a compiling run, pairs in '
+           'alternating order:', '',
+           '| config | runs | off s | on s | on / off wall (median) | CPU | saves per '
+           'comparison | load |', '|---|---|---|---|---|---|---|---|']
+  for name, ck in results['checkpoints'].items():
+    lines.append(f"| {ck['config']} | {ck['runs']} | {ck['off_seconds']:.1f} | "
+                 f"{ck['on_seconds']:.1f} | {ck['ratio']:.3f} | {ck['cpu_ratio']:.3f} | "
+                 f"{', '.join(map(str, ck['saves_per_comparison']))} | "
+                 f"{ck['load_average'][0]:.1f} |")
+  return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -690,7 +1013,7 @@ def markdown(results: dict[str, Any]) -> str:
            f"{results['seeds']} seed(s))", '',
            '| framework | s/epoch (median, epochs 2+) | epoch 1 s | final test acc % | '
            'peak RSS MiB | peak device MiB | version |', '|---|---|---|---|---|---|---|']
-  for name in ('regjax', 'keras', 'torch'):
+  for name in PEERS:
     r = c[name]
     if 'skipped' in r:
       lines.append(f"| {name} | skipped: {r['skipped']} | | | | | |")
@@ -709,6 +1032,16 @@ def markdown(results: dict[str, Any]) -> str:
                     f" s/epoch ({c[name]['seconds_per_epoch'] / floor['epoch_seconds']:.2f}x "
                     f"is the most the floor allows)."
                     for name in ('keras', 'torch') if 'skipped' not in c[name])]
+  ours = c['regjax']
+  speedups = ', '.join(f"{c[name]['seconds_per_epoch'] / ours['seconds_per_epoch']:.2f}x "
+                       f"over {name}" for name in PEERS[1:] if 'skipped' not in c[name])
+  lines += ['', f"regjax's row is a fresh process training as `python -m regjax.main` does: "
+                f"inputs as stored (uint8 images decoded in the program), checkpoints on at "
+                f"the default {ours['checkpoints']['interval_s']:g} s timing (saves made: "
+                f"{ours['checkpoints']['saves']}). Per-epoch speedup of regjax's dropout "
+                f"run: {speedups or 'no other row ran'}."]
+  lines += memory_lines(results)
+  lines += dropout_and_checkpoint_lines(results)
   g = results['gflops']
   lines += ['', f"## Training GFLOP/s vs the matmul roof ({g['roof']['n']}x{g['roof']['n']} "
                 f"float32 matmul: {g['roof']['gflops']:.1f} GFLOP/s)", '',
@@ -751,12 +1084,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"{results['first_compile_seconds']:.2f} s wall"
             + ('' if results['first_compile_cpu_seconds'] is None else
                f", {results['first_compile_cpu_seconds']:.2f} s CPU") + '. '
-            f"Peak RSS of this process: {results['peak_rss_mib']['end']:.0f} MiB "
-            f"({results['peak_rss_mib']['after_classic']:.0f} MiB after the classic workload)."
+            f"Peak RSS of this benchmark process (float32 copies of the data for the "
+            f"other rows, every section): {results['peak_rss_mib']['end']:.0f} MiB."
             + ('' if results['peak_device_mib']['end'] is None else
-               f" Peak device memory: {results['peak_device_mib']['end']:.0f} MiB "
-               f"({results['peak_device_mib']['after_classic']:.0f} MiB after the classic "
-               "workload)."),
+               f" Peak device memory: {results['peak_device_mib']['end']:.0f} MiB here, "
+               f"{results['peak_device_mib']['regjax_classic']:.0f} MiB in the classic "
+               "run's process."),
             '', '## Targets (set for a 2-core CPU)', '']
   if m['backend'] != 'cpu':
     lines += [f"This run is on {m['backend']} ({m['accelerator']}): the targets were set for a "
@@ -784,29 +1117,31 @@ def main(argv: list[str]) -> None:
   config = classic_config(smoke, mnist_dir, epochs=epochs)
   data = load_dataset(config.data)
   results['dataset'] = data.name
-  results['input_dim'] = int(np.prod(data.x_train.shape[1:]))
-  log(f'(a) classic workload on {data.name}: regjax ...')
-  ours = regjax_classic(config, data, flags.FLAGS.seeds)
+  results['input_dim'] = int(np.prod(data.pool.shape[1:]))
+  seeds = flags.FLAGS.seeds
+  log(f'(a) classic workload on {data.name}: regjax (a fresh process, checkpoints on) ...')
+  ours = regjax_in_child(smoke, mnist_dir, epochs, seeds)
   results['first_compile_seconds'] = ours['compile_seconds']
   results['first_compile_cpu_seconds'] = ours['compile_cpu_seconds']
-  results['peak_rss_mib'] = {'after_classic': peak_rss_mib()}
-  results['peak_device_mib'] = {'after_classic': device_peak_mib()}
-  ours['peak_rss_mib'] = results['peak_rss_mib']['after_classic']
-  ours['peak_device_mib'] = results['peak_device_mib']['after_classic']
+  results['peak_rss_mib'] = {'regjax_classic': ours['peak_rss_mib']}
+  results['peak_device_mib'] = {'regjax_classic': ours['peak_device_mib']}
   classic = {'regjax': ours}
   with tempfile.TemporaryDirectory() as tmp:
     npz = os.path.join(tmp, 'data.npz')
-    # (N, H, W) images in [0, 1], as the notebook feeds Keras.
+    # (N, H, W) images: float32 in [0, 1] as the Keras and PyTorch rows take them, and as
+    # stored (uint8 for MNIST) for the notebook's own `x / 255.0`.
     np.savez(npz, x_train=data.x_train[..., 0], y_train=data.y_train,
-             x_test=data.x_test[..., 0], y_test=data.y_test)
+             x_test=data.x_test[..., 0], y_test=data.y_test,
+             x_train_raw=data.pool[data.train_idx][..., 0], x_test_raw=data.test[..., 0])
     for name, python, code, module in (
         ('keras', flags.FLAGS.keras_python, KERAS_CHILD, 'keras'),
+        ('notebook', flags.FLAGS.keras_python, NOTEBOOK_CHILD, 'keras'),
         ('torch', flags.FLAGS.torch_python, TORCH_CHILD, 'torch')):
       log(f'(a) classic workload: {name} ...')
-      classic[name] = run_child(name, python, code, module, npz, epochs, flags.FLAGS.seeds)
+      classic[name] = run_child(name, python, code, module, [npz, str(epochs), str(seeds)])
   classic['matmul_floor'] = matmul_floor(data, min(32, len(data.x_train)))
   results['classic'] = classic
-  for name in ('regjax', 'keras', 'torch'):
+  for name in PEERS:
     r = classic[name]
     log(f'    {name}: ' + (f"skipped ({r['skipped']})" if 'skipped' in r else
                            f"{r['seconds_per_epoch']:.3f} s/epoch, test acc "
@@ -845,8 +1180,26 @@ def main(argv: list[str]) -> None:
         f"{s['computed_member_epochs']} / {s['member_epochs']} = "
         f"{s['computed_per_needed']:.2f}")
 
+  log('(e) dropout: the dropout-0.5 training epoch over the no-dropout epoch ...')
+  from experiments import dropout_cost  # pylint: disable=g-import-not-at-top  # Plots.
+  results['dropout'] = dropout_cost.dropout_cost(
+      load_dataset(dropout_data_config(smoke, mnist_dir)), repeats=2 if smoke else 7)
+  d = results['dropout']
+  log(f"    {d['ratio']:.3f} ({d['dropout_seconds']:.3f} s vs {d['no_dropout_seconds']:.3f} s"
+      f" per epoch of {d['steps']} steps; CPU time {d['cpu_ratio']:.3f})")
+
+  results['checkpoints'] = {}
+  for name, (path, arg) in checkpoint_workloads(smoke, mnist_dir).items():
+    log(f'(f) checkpoints: {path} with checkpoints at the default timing over off ...')
+    c = checkpoint_overhead(load_config_file(path, arg), repeats=1 if smoke else 2)
+    c['config'] = f'{path}:{arg}' if arg else path
+    results['checkpoints'][name] = c
+    log(f"    {c['ratio']:.3f} (off {c['off_seconds']:.1f} s, on {c['on_seconds']:.1f} s; "
+        f"CPU time {c['cpu_ratio']:.3f}; saves {c['saves_per_comparison']})")
+
   results['peak_rss_mib']['end'] = peak_rss_mib()
   results['peak_device_mib']['end'] = device_peak_mib()
+  from regjax import report  # pylint: disable=g-import-not-at-top  # Plots: heavy.
   results['machine']['load_average_end'] = list(os.getloadavg())
   results['targets'] = targets(results)
   report.atomic_write_json(str(out / 'results.json'), results)

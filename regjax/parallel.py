@@ -22,6 +22,8 @@ from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from regjax import models
+
 MEMBERS_AXIS, DATA_AXIS = 'members', 'data'
 
 
@@ -224,7 +226,11 @@ def environment() -> dict[str, Any]:
   and 'processes' (counts), 'matmul_precision' (JAX's `default_matmul_precision`
   setting; None = JAX's default, which is full float32 on a CPU but TF32 on recent NVIDIA
   GPUs and bfloat16 passes on TPUs: results then differ from a CPU's by more than
-  rounding), and the versions of jax, jaxlib, flax and optax.
+  rounding), 'prng_impl' (JAX's default PRNG implementation, e.g. 'threefry2x32': the
+  keys, hence initial weights, data order and dropout masks, follow from it) and
+  'dropout_mask' (`models.DROPOUT_BITS`: how masks turn key bits into units; a seed's
+  dropout runs change when either changes), and the versions of jax, jaxlib, flax and
+  optax.
   """
   versions = {}
   for name in ('jax', 'jaxlib', 'flax', 'optax'):
@@ -235,4 +241,6 @@ def environment() -> dict[str, Any]:
   precision = jax.config.jax_default_matmul_precision
   return {'backend': jax.default_backend(), 'device_kind': jax.devices()[0].device_kind,
           'devices': jax.device_count(), 'processes': jax.process_count(),
-          'matmul_precision': None if precision is None else str(precision), **versions}
+          'matmul_precision': None if precision is None else str(precision),
+          'prng_impl': str(jax.config.jax_default_prng_impl),
+          'dropout_mask': models.DROPOUT_BITS, **versions}

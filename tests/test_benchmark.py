@@ -23,7 +23,8 @@ class FlopsTest(absltest.TestCase):
     self.assertEqual(benchmark.flops_per_example(784), 409_088)
 
   def test_framework_scripts_are_valid_python(self):
-    for code in (benchmark.KERAS_CHILD, benchmark.TORCH_CHILD):
+    for code in (benchmark.KERAS_CHILD, benchmark.NOTEBOOK_CHILD, benchmark.TORCH_CHILD,
+                 benchmark.REGJAX_CHILD):
       compile(code, 'child', 'exec')
 
 
@@ -62,7 +63,7 @@ class SmokeTest(absltest.TestCase):
       proc = subprocess.run(
           [sys.executable, '-m', 'experiments.benchmark', '--smoke', f'--out={out}',
            f'--keras_python={missing}', '--torch_python='],
-          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
       with open(os.path.join(out, 'results.json')) as f:
         results = json.load(f)
@@ -74,6 +75,27 @@ class SmokeTest(absltest.TestCase):
     self.assertLen(ours['runs'][0]['epoch_seconds'], 2)
     self.assertGreater(ours['final_test_accuracy'], 0.5)  # Chance is 0.1.
     self.assertIn('skipped', results['classic']['keras'])
+    self.assertIn('skipped', results['classic']['notebook'])  # Keras' Python: missing.
+    # regjax's row ran in its own process, checkpoints on, its memory by stage.
+    self.assertEqual(ours['checkpoints']['interval_s'], 5.0)
+    stages = ours['memory_stages_mib']
+    self.assertEqual(list(stages), list(benchmark.MEMORY_STAGES))
+    peaks = [stages[k]['hwm'] for k in stages]
+    self.assertEqual(peaks, sorted(peaks))  # A peak never goes down.
+    self.assertEqual(ours['peak_rss_mib'], peaks[-1])
+    self.assertEqual(results['peak_rss_mib']['regjax_classic'], peaks[-1])
+    self.assertIn('### Peak memory of the classic run', summary)
+    dropout = results['dropout']
+    self.assertGreater(dropout['ratio'], 0)  # Timed: nothing stricter.
+    self.assertLen(dropout['ratios'], 2)
+    self.assertEqual(set(results['checkpoints']), {'notebook', 'l2'})
+    for name, c in results['checkpoints'].items():
+      self.assertEqual(c['config'], f'configs/{name}.py:smoke')
+      self.assertLen(c['ratios'], 1)
+      self.assertLen(c['saves_per_comparison'], 1)
+      self.assertAlmostEqual(c['ratio'], c['ratios'][0])
+    self.assertEqual(results['checkpoints']['notebook']['runs'], 4)  # 2 variants x 2 seeds.
+    self.assertIn('## Dropout and checkpoints: what they add', summary)
     self.assertIn('not requested', results['classic']['torch']['skipped'])
     floor = results['classic']['matmul_floor']
     self.assertEqual(floor['batch_size'], 32)
@@ -114,6 +136,12 @@ class SmokeTest(absltest.TestCase):
     self.assertGreater(results['peak_rss_mib']['end'], 50)
     targets = results['targets']
     self.assertIsNone(targets['keras_speedup_batch32']['met'])
+    for name in ('notebook_speedup_dropout', 'keras_ahead', 'torch_ahead',
+                 'peak_rss_vs_keras'):
+      self.assertIsNone(targets[name]['met'], name)  # Their rows were skipped.
+    for name in ('dropout_epoch_ratio', 'checkpoint_overhead_notebook',
+                 'checkpoint_overhead_l2'):
+      self.assertIn(targets[name]['met'], (True, False), name)
     self.assertIn(targets['roof_fraction_batch_256']['met'], (True, False))
     self.assertIn(targets['first_compile_seconds']['met'], (True, False))
     self.assertIn('## Targets', summary)

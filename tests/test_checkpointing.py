@@ -6,6 +6,7 @@ import math
 import os
 import signal
 import tempfile
+import time
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -129,6 +130,59 @@ class RoundTripTest(parameterized.TestCase):
       self.assertTrue(ckpt.save(2, {'run': run}, {'lanes': [0]}, force=True))
       self.assertFalse(ckpt.save(2, {'run': run}, {'lanes': [0]}, force=True))  # Saved.
     self.assertEqual(os.listdir(directory), ['2'])
+
+
+class SavingPolicyTest(parameterized.TestCase):
+  """When saves happen: not before they are due (not even a folder), and never more than
+  `max_save_share` of the wall clock."""
+
+  def test_a_run_shorter_than_the_interval_never_touches_the_disk(self):
+    config = small_config(**{'train.epochs': 3})
+    directory = os.path.join(tempfile.mkdtemp(), 'checkpoints', 'baseline', 'seed_0')
+    with checkpointing.Checkpoints(directory, interval_s=3600) as ckpt:
+      results = train.RunGroup([train.Run(config, 0, digits())]).fit(checkpoints=ckpt)
+      self.assertIsNone(ckpt.latest_epoch())
+    self.assertLen(results[0][1], 3)  # It trained; no folder, not even its parents.
+    self.assertFalse(os.path.exists(os.path.dirname(os.path.dirname(directory))))
+
+  def test_the_first_due_save_creates_the_folder(self):
+    _, run = scrambled_state(small_config())
+    directory = os.path.join(tempfile.mkdtemp(), 'seed_0')
+    with checkpointing.Checkpoints(directory, interval_s=0.05) as ckpt:
+      self.assertFalse(ckpt.save(1, {'run': run}, {'lanes': [0]}))  # Not due yet.
+      self.assertFalse(os.path.exists(directory))
+      time.sleep(0.06)
+      self.assertTrue(ckpt.save(2, {'run': run}, {'lanes': [0]}))
+    self.assertEqual(os.listdir(directory), ['2'])
+
+  @parameterized.parameters(True, False)
+  def test_a_slow_save_stretches_the_interval_to_its_share(self, asynchronous):
+    _, run = scrambled_state(small_config())
+    directory = tempfile.mkdtemp()
+    # A share so small that any measured save stretches the interval past the test.
+    with checkpointing.Checkpoints(directory, interval_s=1e-3, asynchronous=asynchronous,
+                                   max_save_share=1e-5) as ckpt:
+      self.assertEqual(ckpt.effective_interval_s, 1e-3)  # Nothing measured yet.
+      self.assertTrue(ckpt.save(1, {'run': run}, {'lanes': [0]}, force=True))
+      ckpt.wait()
+      seconds = ckpt.last_save_seconds
+      self.assertBetween(seconds, 1e-4, 60)  # Call to commit: measured, not a default.
+      self.assertAlmostEqual(ckpt.effective_interval_s, seconds / 1e-5)
+      time.sleep(0.01)  # Ten times interval_s: due by the interval, not by the share.
+      self.assertFalse(ckpt.save(2, {'run': run}, {'lanes': [0]}))
+      # A stop request saves whatever the timing.
+      self.assertTrue(ckpt.save(3, {'run': run}, {'lanes': [0]}, force=True))
+    self.assertEqual(sorted(os.listdir(directory)), ['1', '3'])
+
+  def test_interval_zero_saves_every_epoch_whatever_a_save_costs(self):
+    _, run = scrambled_state(small_config())
+    directory = tempfile.mkdtemp()
+    with checkpointing.Checkpoints(directory, interval_s=0, asynchronous=False,
+                                   max_save_share=1e-5, max_to_keep=5) as ckpt:
+      for epoch in (1, 2, 3):
+        self.assertTrue(ckpt.save(epoch, {'run': run}, {'lanes': [0]}))
+      self.assertEqual(ckpt.effective_interval_s, 0)
+    self.assertEqual(sorted(os.listdir(directory)), ['1', '2', '3'])
 
 
 class FinishedRunFilesTest(absltest.TestCase):

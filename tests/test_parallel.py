@@ -17,6 +17,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 
+from regjax import models
 from regjax import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,9 +248,12 @@ class DistributedTest(parameterized.TestCase):
 
 class EnvironmentTest(absltest.TestCase):
 
-  def test_environment_names_backend_devices_precision_and_versions(self):
+  def test_environment_names_backend_devices_precision_prng_mask_and_versions(self):
     env = parallel.environment()
     self.assertEqual(env['backend'], jax.default_backend())
+    # Where the keys' and dropout masks' bits come from: a seed's runs follow from both.
+    self.assertEqual(env['prng_impl'], 'threefry2x32')  # JAX's default; tests keep it.
+    self.assertEqual(env['dropout_mask'], models.DROPOUT_BITS)
     self.assertEqual(env['devices'], jax.device_count())
     self.assertEqual(env['matmul_precision'], 'highest')  # What tests/conftest.py sets.
     self.assertEqual(env['jax'], jax.__version__)
