@@ -374,8 +374,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
     log(f"Computing on {env['devices']} x {env['device_kind']} ({env['backend']}), JAX "
         f"{env['jax']}, matmul precision {env['matmul_precision'] or 'JAX default'}; "
         f"data: {describe_data(config, runs[0].run.data)}")
-    log(f"{len(runs)} runs as {len(groups)} program{'s' if len(groups) != 1 else ''} "
-        f"(train.vectorize={config.train.vectorize!r}); each: "
+    mode = config.train.vectorize
+    if all(len(ks) == 1 for ks, _ in groups):
+      how = (f"{len(runs)} runs, one after another (train.vectorize={mode!r}"
+             + (': vmapped on GPU/TPU only' if mode == 'auto' else '') + ')')
+    else:
+      how = (f"{len(runs)} runs as {len(groups)} program{'s' if len(groups) != 1 else ''} "
+             f"(train.vectorize={mode!r})")
+    log(f"{how}; each: "
         f"{'; '.join(dict.fromkeys(group.describe_placement() for _, group in groups))}")
     directories = [p.directory(workdir) for p in runs]
     finished = [workdir_lib.read_result(d) for d in directories]

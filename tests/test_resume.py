@@ -177,7 +177,7 @@ class ResumeTest(absltest.TestCase):
     self.assertIn('[baseline seed 1] resuming from its checkpoint after 11 epochs',
                   '\n'.join(lines))
     self.assertTrue(lines[0].startswith('Computing on '), lines[0])  # Where it computes.
-    self.assertIn('2 runs as 2 programs', lines[1])  # And how runs are placed.
+    self.assertIn('2 runs, one after another', lines[1])  # And how runs are placed.
     self.assertIn('[1/2] baseline seed 0: test_acc', lines[2])
     self.assertIn('; done earlier', lines[2])
     self.assert_same_as_reference(workdir)
