@@ -485,7 +485,7 @@ class RunGroup:
         placed = self._place_lanes(lanes)
       if checkpoints is not None and live:
         checkpoints.save(epoch + 1, {'run': run}, save_meta())
-    return [r for r in results]
+    return list(results)
 
   def _take(self, run: RunState, lanes: Sequence[int]) -> list[RunState]:
     """The states of the given lanes (host-readable, also across hosts)."""
@@ -508,12 +508,6 @@ class RunGroup:
       new_run = parallel.put(jax.tree.map(lambda a: np.asarray(a)[idx],
                                           parallel.to_host(run)), sharding)
     return new_lanes, new_run
-
-
-def fit_many(runs: Sequence[Run], **kwargs: Any) -> list[Result]:
-  """`RunGroup(runs).fit(**kwargs)`: K runs as one program (see `RunGroup.fit`)."""
-  group_args = {k: kwargs.pop(k) for k in ('eval_sets', 'devices', 'compact') if k in kwargs}
-  return RunGroup(runs, **group_args).fit(**kwargs)
 
 
 def fit(config: ml_collections.ConfigDict, data: Dataset, seed: int,
