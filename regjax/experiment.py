@@ -161,12 +161,14 @@ class Planned:
     return base if self.point is None else os.path.join(base, f'point_{self.point}')
 
 
-def _point_problem(name: str, grid: variants.Grid, e: ConfigError) -> ConfigError:
-  """Names a bad value as the variant's (tune) field when it is one."""
+def _point_problem(config: ml_collections.ConfigDict, name: str, grid: variants.Grid,
+                   e: ConfigError) -> ConfigError:
+  """Names a bad value as the variant's (tune) field when the variant sets it; a value
+  the variant inherits is the base config's field (that is where the user fixes it)."""
   field = e.field or ''
   if field in grid.fields:
     return ConfigError(f'variants.{name}.{variants.TUNE}.{field}', e.value, e.allowed)
-  if field and not field.startswith('variants.'):
+  if field in variants.overrides(config, name):
     return ConfigError(f'variants.{name}.{field}', e.value, e.allowed)
   return e
 
@@ -219,7 +221,7 @@ def plan(config: ml_collections.ConfigDict) -> tuple[list[Variant], list[Planned
           if split_key not in splits:
             splits[split_key] = data_lib.split(sources[source_key], rcfg.data)
         except ConfigError as e:
-          raise _point_problem(v.name, v.grid, e) from None
+          raise _point_problem(config, v.name, v.grid, e) from None
         runs.append(Planned(v.name, seed, j if v.grid.tuned else None,
                             train.Run(rcfg, seed, splits[split_key])))
   return planned_variants, runs
@@ -358,7 +360,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, log: Log = _stderr,
         group.trace()  # A bad value in the last group fails now, not after the first.
       except ConfigError as e:
         v = next(v for v in planned_variants if v.name == runs[ks[0]].variant)
-        raise _point_problem(v.name, v.grid, e) from None
+        raise _point_problem(config, v.name, v.grid, e) from None
       groups.append((ks, group))
     # With several processes (jax.distributed) every process trains, process 0 writes.
     writer = jax.process_index() == 0
