@@ -592,10 +592,17 @@ def _save_png(fig: mpl_figure.Figure, path: str) -> str:
   return path
 
 
+def _suptitle(fig: mpl_figure.Figure, title: str) -> None:
+  """The figure title, wrapped to the figure's width (about 11 characters per inch at
+  11 pt), so a long config-and-data title is never cut at the edges."""
+  width = max(40, int(fig.get_figwidth() * 11))
+  fig.suptitle('\n'.join(textwrap.wrap(title, width)), fontsize=11)
+
+
 def _caption(fig: mpl_figure.Figure, text: str, title: str | None) -> None:
   """Title (if any) on top; the caption, wrapped, under the plots."""
   if title:
-    fig.suptitle(title, fontsize=11)
+    _suptitle(fig, title)
   fig.supxlabel('\n'.join(textwrap.wrap(text, 150)), fontsize=8)
 
 
@@ -757,8 +764,7 @@ def _effects_figure(rows: Sequence[Mapping[str, Any]],
   ]
   fig.legend(handles=handles, loc='outside lower center', ncols=2, fontsize=8,
              frameon=False)
-  fig.suptitle(title or f'Effects vs {baseline}: mean paired difference in test accuracy',
-               fontsize=11)
+  _suptitle(fig, title or f'Effects vs {baseline}: mean paired difference in test accuracy')
   return fig
 
 
@@ -934,7 +940,7 @@ def _selection_figure(selection: Sequence[Mapping[str, Any]],
   handles += [lines.Line2D([], [], ls='', marker=mk, color='gray', mec='black', label=lb)
               for mk, lb in (('v', 'chosen: its validation acc.'),
                              ('^', 'chosen: its test acc.'))]
-  fig.legend(handles=handles, loc='outside right upper', fontsize=8, frameon=False)
+  fig.legend(handles=handles, loc='outside right center', fontsize=8, frameon=False)
   _caption(fig, 'Accuracy against the tuned setting: mean over replicates with a min-max '
            'band; markers: each replicate\'s chosen setting at its own accuracies; k/R under '
            'a setting: k of the R replicates chose it.', title)
