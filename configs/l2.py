@@ -7,7 +7,12 @@ point best on validation (val_loss): the baseline tunes Adam's learning rate (5e
 1e-2); L2 tunes penalty.l2 over 0 and 4 strengths (1e-4 .. 0.1, a decade apart); weight
 decay tunes optimizer.weight_decay over 0 and 4 strengths (0.1 .. 100), at the default
 learning rate. 7 replicates, each with its own validation split and label-noise draw.
-Shows (measured): see README.md, "Results".
+Shows (measured, 2-core CPU, 4.0 min): tuned vs tuned, neither is distinguishable from
+noise. Baseline 92.10 ± 3.64 % test accuracy; L2 91.14 ± 1.76 (Δ -0.95 pp, 95% CI
+[-4.76, +2.86], Holm p=1; chosen penalty.l2 1e-3 in 5 of 7 replicates, 0 in 2); decay
+92.79 ± 3.09 (Δ +0.70 pp, [-4.03, +5.43], Holm p=1; chosen 0.1 [0, 1]). The baseline's
+learning rate is on a grid edge in 4 of 7 replicates (its val_loss is nearly flat over
+the grid). Full table and reading: README.md, "Results".
 Options: :smoke, :dataset=NAME, :data_dir=DIR, :seeds=N.
 """
 
