@@ -296,6 +296,15 @@ class RunGroup:
     fn = self._epoch_fn(lanes)
     if isinstance(fn, jax.stages.Compiled):
       return fn
+    # `trace` left this group's jitted (uncompiled) epoch in self._compiled; an equal
+    # group may have compiled it since. Without this look-up every group compiled its
+    # own copy, and each copy's machine code stayed mapped: a comparison of ~190 runs
+    # ran out of memory maps (LLVM "Cannot allocate memory") on a 2-core CPU.
+    cached = _COMPILED.get(self._program_key(lanes)) if self._reuse else None
+    if cached is not None:
+      self._compiled[lanes] = cached
+      self._lowered.pop(lanes, None)
+      return cached
     lowered = self._lower(lanes, run, placed)
     # Ahead of time, so that compile seconds and per-epoch seconds are measured apart.
     t0 = time.perf_counter()
