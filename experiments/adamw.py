@@ -1,6 +1,7 @@
 r"""Adam + L2 vs AdamW: does decoupling free the best decay strength from the learning rate?
 
   python -m experiments.adamw --out=/tmp/adamw [--mnist_dir=DIR] [--seeds=6] [--smoke]
+  python -m experiments.adamw --out=/tmp/adamw2 --reanalyze=/tmp/adamw/results.json
 
 Loshchilov & Hutter (2019), "Decoupled Weight Decay Regularization", claim for Adam that
 (1) with decoupled weight decay the best strength depends much less on the learning rate
@@ -44,13 +45,17 @@ Measured:
     over the three comparisons.
 
 Outputs in --out: results.json (every run's numbers), report.md, adamw_heatmaps.png,
-adamw_tuned.png.
+adamw_tuned.png. --reanalyze rewrites them from a finished run's results.json without
+training (for a change in the analysis only; the test numbers it reads were measured
+once, at each run's end).
 """
 
 import dataclasses
+import json
 import math
 from typing import Any, Callable, Mapping, Sequence
 
+from absl import flags
 from matplotlib import patches
 from matplotlib import ticker
 import ml_collections
@@ -148,14 +153,19 @@ def grid_matrix(runs: Sequence[Mapping[str, Any]], learning_rates: Sequence[floa
   return out
 
 
+# Means over seeds of equal accuracies (multiples of 1 / n_val) can differ in their last
+# bits, by the order of summation; values this close count as ties.
+TIE_DECIMALS = 10
+
+
 def ridge(matrix: np.ndarray, mode: str = 'max') -> np.ndarray:
   """Per row (learning rate), the column (strength) index of the best value.
 
-  Ties go to the first column (the weaker strength); NaN never wins (an all-NaN row
-  gives column 0).
+  Ties (equal to TIE_DECIMALS decimals) go to the first column (the weaker strength);
+  NaN never wins (an all-NaN row gives column 0).
   """
   sign = 1.0 if mode == 'max' else -1.0
-  scores = np.where(np.isfinite(matrix), sign * matrix, -np.inf)
+  scores = np.where(np.isfinite(matrix), np.round(sign * matrix, TIE_DECIMALS), -np.inf)
   return np.argmax(scores, axis=1)  # argmax returns the first maximum.
 
 
@@ -396,9 +406,18 @@ def _fmt_p(row: Mapping[str, Any]) -> str:
 
 
 def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
-        log: Callable[[str], None] = common.log) -> dict[str, Any]:
-  """Trains the three forms, measures ridges and tuned-vs-tuned, writes `out_dir`."""
+        log: Callable[[str], None] = common.log, reanalyze: str | None = None
+        ) -> dict[str, Any]:
+  """Trains the three forms, measures ridges and tuned-vs-tuned, writes `out_dir`.
+
+  reanalyze: the results.json of a finished run. Then nothing is trained: its stored
+  per-run numbers (validation, and the test accuracy measured once at each run's end)
+  are analyzed again and report.md, the figures and results.json are written anew into
+  `out_dir`, with the training run's runtime. For a change in the analysis only.
+  """
   out = common.Outputs(out_dir, 'Adam + L2 vs AdamW (decoupled weight decay)')
+  if reanalyze:
+    return _reanalyze(out, reanalyze, mnist_dir)
   s = make_settings(smoke, seeds)
   base = make_config(s, mnist_dir)
   raw = load_source(base.data)  # One copy of the inputs; each seed splits it its own way.
@@ -410,7 +429,38 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
     records, compile_seconds[form] = train_form(form, s, base, splits, log)
     for r in records:
       runs.setdefault(r['form'], []).append(r)
+  sizes = {'train': splits[0].num_train, 'val': splits[0].num_val,
+           'test': len(splits[0].y_test)}
+  return analyze(out, s, runs, sizes, {'compile_seconds': compile_seconds})
 
+
+def _reanalyze(out: common.Outputs, path: str, mnist_dir: str) -> dict[str, Any]:
+  """`analyze` of the runs stored in a finished run's results.json (no training)."""
+  with open(path, encoding='utf-8') as f:
+    old = json.load(f)
+  fields = {k: old['settings'][k] for k in (f.name for f in dataclasses.fields(Settings))}
+  s = Settings(**{**fields, 'widths': tuple(fields['widths']),
+                  'learning_rates': tuple(fields['learning_rates']),
+                  'strengths': {k: tuple(v) for k, v in fields['strengths'].items()}})
+  sizes = old.get('sizes')
+  if sizes is None:  # Written before sizes were stored: split seed 0 again (no training).
+    base = make_config(s, mnist_dir)
+    d = split(load_source(base.data), common.override(base, data__split_seed=0).data)
+    sizes = {'train': d.num_train, 'val': d.num_val, 'test': len(d.y_test)}
+  training = old.get('training') or {k: old[k] for k in (
+      'runtime_seconds', 'cpu_seconds', 'load_average_5min', 'machine')}
+  extra = {'compile_seconds': old['compile_seconds'], 'training': training}
+  return analyze(out, s, old['runs'], sizes, extra)
+
+
+def analyze(out: common.Outputs, s: Settings, runs: Mapping[str, list[dict[str, Any]]],
+            sizes: Mapping[str, int], extra: Mapping[str, Any]) -> dict[str, Any]:
+  """Ridges, interaction, tuned vs tuned, figures and report of trained runs.
+
+  runs: {'adam_l2' | 'adamw' | 'adam': one record per run (see `train_form`)}; sizes:
+  {'train', 'val', 'test'} examples per seed; extra: stored in results.json as is
+  ('training': the runtime of the training run when this is a re-analysis).
+  """
   # The grids and their ridges (validation only).
   matrices = {f: grid_matrix(runs[f], s.learning_rates, s.strengths[f])
               for f in ('adam_l2', 'adamw')}
@@ -461,10 +511,17 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
   # ---------------------------------------------------------------- report.md
   n_runs = sum(len(v) for v in runs.values())
   diverged = sum(r['diverged'] for v in runs.values() for r in v)
+  if 'training' in extra:
+    t = extra['training']
+    out.add(f"Analysis rerun from the stored per-run numbers of a finished run (nothing "
+            f"trained, no test set evaluated again). The training run took "
+            f"{t['runtime_seconds'] / 60:.1f} min wall clock ({t['cpu_seconds'] / 60:.1f} "
+            f"min of CPU time) on {t['machine']}; 5-minute load average at its end "
+            f"{t['load_average_5min']:.1f}.")
   out.add(
       '## Setting',
-      f"{s.dataset}: {splits[0].num_train:,} training and {splits[0].num_val:,} validation "
-      f"images per seed (each seed its own split), {len(splits[0].y_test):,} test images; "
+      f"{s.dataset}: {sizes['train']:,} training and {sizes['val']:,} validation "
+      f"images per seed (each seed its own split), {sizes['test']:,} test images; "
       f"MLP {s.widths}, Adam (b1 0.9, b2 0.999), batch 32, {s.epochs} epochs, cosine decay "
       f"of the learning rate to 0, final weights, {s.seeds} seeds. Learning rates "
       f"{', '.join(f'{v:g}' for v in s.learning_rates)}; l2 "
@@ -526,8 +583,7 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
       fig_heat, fig_tuned)
   out.results.update({
       'settings': dataclasses.asdict(s) | {'select': list(SELECT)},
-      'runs': runs,
-      'compile_seconds': compile_seconds,
+      'runs': runs, 'sizes': dict(sizes), **extra,
       'val_accuracy_grid': {f: m.tolist() for f, m in matrices.items()},
       'val_loss_grid': {f: m.tolist() for f, m in loss_matrices.items()},
       'ridges': ridges, 'ridges_on_val_loss': loss_ridges,
@@ -542,4 +598,6 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
 
 
 if __name__ == '__main__':
-  common.script_main(run, default_seeds=6)
+  flags.DEFINE_string('reanalyze', None, 'results.json of a finished run: analyze its '
+                      'stored runs again into --out, without training.')
+  common.script_main(run, extra_args=lambda f: {'reanalyze': f.reanalyze}, default_seeds=6)
