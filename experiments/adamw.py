@@ -26,9 +26,9 @@ data.split_seed = seed, so intervals include split variance), 5% of the pool (3,
 images) for validation, MLP 128, batch 32, 10 epochs with cosine learning-rate decay,
 final weights (no early stopping). Grid: 5 learning rates x 6 strengths per form, each
 form ONE vmapped `train.RunGroup` over learning rate x strength x seed (AdamW's with
-weight_decay = 0 added: plain Adam). Every choice reads validation accuracy only; each run's test set is
-evaluated once, at its end, and the report reads it only for the runs chosen on
-validation.
+weight_decay = 0 added: plain Adam). Every choice reads validation accuracy only; each
+run's test set is evaluated once, at its end, and the report reads it only for the runs
+chosen on validation.
 
 Measured:
   * Heatmaps of mean validation accuracy over (learning rate, strength), per form.

@@ -17,16 +17,17 @@ learning rate, for a fixed number of steps; the reported weights are the last on
 
 Lasso through momentum. regjax's proximal step soft-thresholds the final step by
 lr * l1_prox after momentum, so at a fixed point w = prox(w - lr * g / (1 - beta)) the
-weights solve the lasso with lambda = (1 - beta) * l1_prox. So l1_prox = lambda / (1 - beta);
-the comparison with scikit-learn below checks this.
+weights solve the lasso with lambda = (1 - beta) * l1_prox. So
+l1_prox = lambda / (1 - beta); the comparison with scikit-learn below checks this.
 
 There is no closed form for softmax regression, so the check is against scikit-learn's
 LogisticRegression on the same training matrix. Its objective is
 C * sum_i CE_i + r(W) with r = ||W||^2 / 2 (l1_ratio = 0, lbfgs) or ||W||_1
 (l1_ratio = 1, saga), the intercept unpenalized. Divided by n * C it is regjax's
-mean-loss objective with lambda = 1 / (n * C), i.e. C = 1 / (n * lambda). Reported per lambda (seed 0): both
-objectives evaluated in float64 on regjax's objective, the relative coefficient
-difference, the zero patterns, and each solution's optimality (KKT) residual.
+mean-loss objective with lambda = 1 / (n * C), i.e. C = 1 / (n * lambda). Reported per
+lambda (seed 0): both solutions evaluated in float64 on regjax's objective, the relative
+coefficient difference, the zero patterns, and each solution's optimality (KKT)
+residual.
 
 Validation loss chooses lambda per seed (tuning.choose; lambda = 0 included); the paths
 are drawn for seed 0 with its chosen point, and tuned ridge, tuned lasso and no penalty
@@ -36,7 +37,6 @@ Outputs in --out: results.json, report.md, paths_coefficients.png.
 """
 
 import dataclasses
-import math
 from typing import Any, Callable, Mapping, Sequence
 import warnings
 
