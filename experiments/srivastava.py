@@ -18,9 +18,11 @@ in the paper; regjax's `model.dropout_rate` is 1 - p.
      alone as a secondary, separate comparison.
   B. The rate sweep of the paper's Figure 9: p varied at a fixed width n, and at a fixed
      expected number of kept units p*n (n = k / p), with max-norm, at the learning rate
-     that dropout + max-norm chose most often in A (a validation choice).
-  C. A data-size curve: at each training-set size the dropout rate is chosen per seed on
-     validation from a grid that includes 0; the gain over no dropout per size.
+     that dropout + max-norm chose most often in A (a validation choice; every p trains
+     at it, so p = 1 is not at its own best learning rate when A's arms differ).
+  C. A data-size curve: at each training-set size the dropout rate (including none) and
+     the learning rate are chosen jointly per seed on validation; the gain over no
+     dropout with its own learning rate chosen on validation, per size.
   D. The classic notebook says the weights of dropped units "are not updated". One
      training step on one example with a known mask (the mask the model draws from the
      step's key, read off the model's own Dropout layers): the update of each dropped
@@ -81,7 +83,8 @@ class Setting:
   kept_units: int                 # Part B's fixed p*n.
   sweep_seeds: int                # Seeds of parts B and C.
   sizes: tuple[int, ...]          # Part C's training-set sizes.
-  size_keeps: tuple[float, ...]   # Part C's grid of p (1.0 = no dropout).
+  size_keeps: tuple[float, ...]   # Part C's grid of p (1.0 = no dropout), times the
+                                  # learning rates of part A.
   min_epochs: int                 # Part C: at least this many epochs at every size.
   warmup_steps: int               # Part D: steps before the probed step.
   sgd_rate: float                 # Part D: learning rate of the SGD variants.
@@ -92,7 +95,7 @@ FULL = Setting(train_size=5000, validation_fraction=0.05, widths=(256, 256),
                batch_size=100, epochs=30, momentum=0.95, max_norm=3.5, keep=0.5,
                learning_rates=(0.03, 0.1), keep_probs=(0.25, 0.5, 0.75, 1.0),
                kept_units=128, sweep_seeds=3, sizes=(1000, 5000, 54000),
-               size_keeps=(1.0, 0.75, 0.5), min_epochs=10, warmup_steps=20,
+               size_keeps=(1.0, 0.5), min_epochs=10, warmup_steps=20,
                sgd_rate=0.03,
                checked=('sgd', 'sgd_max_norm', 'sgd_weight_decay', 'momentum', 'adam'))
 SMOKE = Setting(train_size=600, validation_fraction=0.1, widths=(32, 32), batch_size=50,
@@ -160,6 +163,8 @@ class Runs:
                            penalty_terms=(), include=('max_norm',))
     ((record, history, variables),) = group.fit()
     norms = hidden_unit_norms(variables['params'], len(spec.widths))
+    out_norms = np.linalg.norm(
+        np.asarray(variables['params'][f'Dense_{len(spec.widths)}']['kernel']), axis=0)
     out = {
         'spec': dataclasses.asdict(spec), 'seed': seed,
         **{k: record[k] for k in ('val_accuracy', 'val_loss', 'test_accuracy', 'test_loss',
@@ -167,6 +172,9 @@ class Runs:
                                   'seconds_per_epoch', 'epochs_run')},
         'above_c': float(np.mean(norms > 0.999 * self.s.max_norm)),
         'max_unit_norm': float(norms.max()),
+        # The output layer's kernel is constrained too (optimizer.mask 'kernel$').
+        'output_above_c': float(np.mean(out_norms > 0.999 * self.s.max_norm)),
+        'output_max_norm': float(out_norms.max()),
         'val_accuracy_curve': [r['val_accuracy'] for r in history],
         'train_loss_curve': [r['train_loss'] for r in history],
     }
@@ -387,7 +395,7 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8,
                                 ('dropout', 'dropout + max-norm')], baseline='dropout')[1]
   counts = collections.Counter(chosen['dropout + max-norm'])
   lr_star = max(s.learning_rates, key=lambda lr: (counts[lr], -s.learning_rates.index(lr)))
-  log(f'A done; dropout + max-norm chose {dict(counts)} -> parts B, C use lr {lr_star:g}')
+  log(f'A done; dropout + max-norm chose {dict(counts)} -> part B uses lr {lr_star:g}')
 
   # B. Rate sweep at fixed n and at fixed p*n.
   log('B. rate sweep')
@@ -406,7 +414,8 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8,
     b_named.append(('fixed n: p = %g fits the training set worse than p = %g' % (p_low, p_mid),
                     acc(sweep['fixed n'][p_mid], 'train_accuracy')
                     - acc(sweep['fixed n'][p_low], 'train_accuracy')))
-  b_named.append(('fixed n: p = %g beats no dropout (p = 1) on test' % p_mid,
+  b_named.append(('fixed n: p = %g beats no dropout (p = 1) on test, both at lr %g'
+                  % (p_mid, lr_star),
                   acc(sweep['fixed n'][p_mid], 'test_accuracy')
                   - acc(sweep['fixed n'][1.0], 'test_accuracy')))
   if sweep['fixed pn'][p_low][0]['spec']['widths'] != sweep['fixed n'][p_low][0]['spec']['widths']:
@@ -418,23 +427,28 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8,
   best_p = {curve: max(s.keep_probs, key=lambda p: (np.mean(acc(pts[p], 'val_accuracy')), -p))
             for curve, pts in sweep.items()}
 
-  # C. Data-size curve, dropout rate chosen per seed on validation at each size.
+  # C. Data-size curve: dropout rate and learning rate chosen jointly on validation.
   log('C. data-size curve')
   size_runs, size_rows = {}, []
+  grid_points = grid_points_of(s)
   for size in s.sizes:
     steps_per_epoch = size // s.batch_size
     epochs = max(-(-steps_a // steps_per_epoch), s.min_epochs)
     size_runs[size] = {
-        p: [runs.run(Spec(s.widths, p, lr_star, s.max_norm, size, epochs), seed)
-            for seed in range(sweep_seeds)] for p in s.size_keeps}
+        (p, lr): [runs.run(Spec(s.widths, p, lr, s.max_norm, size, epochs), seed)
+                  for seed in range(sweep_seeds)] for p, lr in grid_points}
     for seed in range(sweep_seeds):
-      grid = [size_runs[size][p][seed] for p in s.size_keeps]
+      grid = [size_runs[size][point][seed] for point in grid_points]
       j = tuning.choose(grid, *SELECT)
+      # No dropout, with its own learning rate chosen on validation.
+      base = [size_runs[size][(1.0, lr)][seed] for lr in s.learning_rates]
+      jb = tuning.choose(base, *SELECT)
       size_rows.append({'size': size, 'epochs': epochs, 'seed': seed,
-                        'chosen_keep': s.size_keeps[j],
+                        'chosen_keep': grid_points[j][0], 'chosen_lr': grid_points[j][1],
                         'test_chosen': grid[j]['test_accuracy'],
-                        'test_no_dropout': size_runs[size][1.0][seed]['test_accuracy'],
-                        'val_chosen': grid[j]['val_accuracy']})
+                        'val_chosen': grid[j]['val_accuracy'],
+                        'no_dropout_lr': s.learning_rates[jb],
+                        'test_no_dropout': base[jb]['test_accuracy']})
   gain = lambda size: np.array([r['test_chosen'] - r['test_no_dropout']
                                 for r in size_rows if r['size'] == size])
   c_rows = paired_rows([(f'n = {size}: tuned dropout beats no dropout', gain(size))
@@ -459,6 +473,11 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8,
 
 
 # ----------------------------------------------------------------------------- outputs
+
+
+def grid_points_of(s: Setting) -> list[tuple[float, float]]:
+  """Part C's grid: (keep probability, learning rate)."""
+  return [(p, lr) for p in s.size_keeps for lr in s.learning_rates]
 
 
 def write_outputs(out: common.Outputs, s: Setting, seeds: int, sweep_seeds: int,
@@ -546,13 +565,16 @@ def write_outputs(out: common.Outputs, s: Setting, seeds: int, sweep_seeds: int,
   # Figure: data size.
   fig, axes = common.new_figure(1, 2, width=4.6, height=3.5)
   ax = axes[0, 0]
-  for i, p in enumerate(s.size_keeps):
-    err = [np.mean([100 * (1 - r['test_accuracy']) for r in size_runs[n][p]]) for n in s.sizes]
-    ax.plot(s.sizes, err, 'o-', color=f'C{i}', ms=4,
-            label='no dropout' if p == 1.0 else f'p = {p:g}')
-  chosen_err = [np.mean([100 * (1 - r['test_chosen']) for r in size_rows if r['size'] == n])
-                for n in s.sizes]
-  ax.plot(s.sizes, chosen_err, 'k*--', ms=7, label='p chosen on validation')
+  for i, (p, lr) in enumerate(grid_points_of(s)):
+    err = [np.mean([100 * (1 - r['test_accuracy']) for r in size_runs[n][(p, lr)]])
+           for n in s.sizes]
+    ax.plot(s.sizes, err, 'o-' if p == 1.0 else 's--', color=f'C{i}', ms=4, lw=1,
+            label=('no dropout' if p == 1.0 else f'p = {p:g}') + f', lr {lr:g}')
+  for key, style, label in (('test_no_dropout', 'k^-', 'no dropout, lr chosen'),
+                            ('test_chosen', 'k*-', 'p and lr chosen')):
+    err = [np.mean([100 * (1 - r[key]) for r in size_rows if r['size'] == n])
+           for n in s.sizes]
+    ax.plot(s.sizes, err, style, ms=7, lw=1.5, label=label)
   ax.set_xscale('log')
   ax.set_yscale('log')
   ax.set_xlabel('training examples')
@@ -567,10 +589,10 @@ def write_outputs(out: common.Outputs, s: Setting, seeds: int, sweep_seeds: int,
   ax.axhline(0, color='black', lw=0.8)
   ax.set_xscale('log')
   ax.set_xlabel('training examples')
-  ax.set_ylabel('tuned dropout - no dropout, test acc (pp)')
-  fig.suptitle(f'Data size: MLP {width}, max-norm {s.max_norm:g}, lr {lr_star:g}, '
-               f'p chosen per seed on validation from {list(s.size_keeps)}; '
-               f'{sweep_seeds} seeds (dots), 95% t-intervals', fontsize=9)
+  ax.set_ylabel('(p, lr) chosen - no dropout (lr chosen), test acc (pp)', fontsize=8)
+  fig.suptitle(f'Data size: MLP {width}, max-norm {s.max_norm:g}; p from '
+               f'{list(s.size_keeps)} and lr from {list(s.learning_rates)} chosen per seed on '
+               f'validation; {sweep_seeds} seeds (dots), 95% t-intervals', fontsize=9)
   fig_size = out.figure(fig, SIZE_FIGURE, 'Test error against the training-set size, and '
                         'the gain of dropout (rate chosen on validation) over none.')
 
@@ -598,12 +620,15 @@ def write_outputs(out: common.Outputs, s: Setting, seeds: int, sweep_seeds: int,
                  common.pm([x['train_accuracy'] for x in rs]),
                  common.pm([x['val_accuracy'] for x in rs]),
                  f"{100 * np.mean([x['above_c'] for x in rs]):.0f}",
-                 f"{np.mean([x['max_unit_norm'] for x in rs]):.2f}"])
+                 f"{np.mean([x['max_unit_norm'] for x in rs]):.2f}",
+                 f"{100 * np.mean([x['output_above_c'] for x in rs]):.0f}",
+                 f"{np.mean([x['output_max_norm'] for x in rs]):.2f}"])
   out.add('## A. Dropout, max-norm, both, neither',
           common.markdown_table(
               ['arm', 'chosen lr (seeds)', 'test acc %', 'Δ vs none pp [95% CI]',
                'p / Holm p', 'claim "beats none"', 'train acc %', 'val acc %',
-               f'hidden units at norm >= c={s.max_norm:g} (%)', 'largest unit norm'], body),
+               f'hidden units at norm >= c={s.max_norm:g} (%)', 'largest hidden unit norm',
+               'output units at norm >= c (%)', 'largest output unit norm'], body),
           f"Secondary (one comparison, not in the Holm family): dropout + max-norm - dropout "
           f"alone = {common.diff_text(secondary).rstrip(' *')} pp, p = "
           f"{secondary['p_value']:.3g} ({seeds} pairs): "
@@ -627,6 +652,11 @@ def write_outputs(out: common.Outputs, s: Setting, seeds: int, sweep_seeds: int,
           f'{sweep_seeds} seeds. Errors in %.',
           common.markdown_table(['curve', 'p', 'n', 'test error %', 'train error %',
                                  'val error %'], body),
+          f'Every p trains at lr {lr_star:g}; in A the no-dropout arms chose '
+          + ', '.join(f'{lr:g} in {collections.Counter(chosen["none"] + chosen["max-norm"])[lr]}'
+                      for lr in s.learning_rates)
+          + f' of their {2 * seeds} seed choices, so the p = 1 points are at a learning rate '
+          'that suits dropout, not necessarily theirs. '
           f'Best p on mean validation accuracy: fixed n {best_p["fixed n"]:g}, fixed p·n '
           f'{best_p["fixed pn"]:g}. Claims (accuracy differences in pp, Holm over these '
           f'rows; {sweep_seeds} seeds give p >= {2 / 2 ** sweep_seeds:g}):',
@@ -636,19 +666,25 @@ def write_outputs(out: common.Outputs, s: Setting, seeds: int, sweep_seeds: int,
   body = []
   for n, r in zip(s.sizes, c_rows):
     rs = [x for x in size_rows if x['size'] == n]
-    ch = collections.Counter(x['chosen_keep'] for x in rs)
+    ch = collections.Counter((x['chosen_keep'], x['chosen_lr']) for x in rs)
+    base_lr = collections.Counter(x['no_dropout_lr'] for x in rs)
     body.append([f'{n:,}', rs[0]['epochs'],
                  common.pm([x['test_no_dropout'] for x in rs]),
+                 ', '.join(f'{lr:g}: {base_lr[lr]}' for lr in s.learning_rates),
                  common.pm([x['test_chosen'] for x in rs]),
-                 ', '.join(f'{p:g}: {ch[p]}' for p in s.size_keeps),
+                 ', '.join(f'p {p:g} lr {lr:g}: {ch[(p, lr)]}' for p, lr in grid_points_of(s)
+                           if ch[(p, lr)]),
                  ci_text(r), p_text(r), verdict(r['mean'], r['significant'])])
   out.add('## C. Data size',
           f'The first n images of the training split; every size trains max('
           f'{s.epochs * (s.train_size // s.batch_size):,} steps, {s.min_epochs} epochs); '
-          f'p chosen per seed on validation accuracy from {list(s.size_keeps)} (1 = no '
-          f'dropout); lr {lr_star:g}, max-norm {s.max_norm:g} everywhere; {sweep_seeds} seeds.',
-          common.markdown_table(['n', 'epochs', 'test acc %, no dropout',
-                                 'test acc %, p chosen', 'chosen p (seeds)',
+          f'per seed, p from {list(s.size_keeps)} (1 = no dropout) and the learning rate '
+          f'from {list(s.learning_rates)} are chosen jointly on validation accuracy; the '
+          'gain is measured against no dropout with its learning rate chosen on validation '
+          f'(so neither side keeps the other\'s learning rate); max-norm {s.max_norm:g} '
+          f'everywhere; {sweep_seeds} seeds.',
+          common.markdown_table(['n', 'epochs', 'test acc %, no dropout', 'its lr (seeds)',
+                                 'test acc %, p and lr chosen', 'chosen (seeds)',
                                  'gain pp [95% CI]', 'p', 'claim "dropout helps"'], body),
           f"Does dropout help more when data are scarce? Gain at n = {s.sizes[0]:,} minus "
           f"gain at n = {s.sizes[-1]:,}: {ci_text(scarce)} pp, p = {scarce['p_value']:.3g}: "

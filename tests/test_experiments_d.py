@@ -157,8 +157,9 @@ class SmokeTest(absltest.TestCase):
               and x['spec']['size'] == s.train_size and x['spec']['widths'] == list(s.widths)]
       self.assertLen(grid, len(s.learning_rates))
       self.assertEqual(rec['val_accuracy'], max(x['val_accuracy'] for x in grid))
-    # Runs are trained once: A's 16, B's one new width, C's new size (2 keeps) x 2 seeds.
-    self.assertLen(res['runs'], 4 * 2 * 2 + 2 + 2 * 2)
+    # Runs are trained once: A's 16, B's one new width (2 seeds), and C's new size with
+    # 2 keeps x 2 learning rates x 2 seeds; C's other size is A's.
+    self.assertLen(res['runs'], 4 * 2 * 2 + 2 + 2 * 2 * 2)
     # Max-norm runs keep every hidden unit's incoming norm within c (up to rounding).
     for x in res['runs']:
       if x['spec']['max_norm']:
@@ -170,6 +171,15 @@ class SmokeTest(absltest.TestCase):
       for layer in c['per_layer']:
         self.assertGreater(layer['dropped'], 0)
         self.assertEqual(layer['dropped_exact_zero'], layer['dropped'])
+    # C compares against no dropout at ITS learning rate chosen on validation.
+    for row in res['data_size']['per_seed']:
+      base = [x for x in res['runs'] if x['seed'] == row['seed'] and x['spec']['keep'] == 1.0
+              and x['spec']['max_norm'] and x['spec']['size'] == row['size']
+              and x['spec']['widths'] == list(s.widths)]
+      self.assertLen(base, len(s.learning_rates))
+      best = max(base, key=lambda x: x['val_accuracy'])
+      self.assertEqual(row['test_no_dropout'], best['test_accuracy'])
+      self.assertEqual(row['no_dropout_lr'], best['spec']['lr'])
     self.assertLen(res['data_size']['per_seed'], len(s.sizes) * 2)
 
   def test_randomization(self):
