@@ -36,11 +36,15 @@ import ml_collections
 import numpy as np
 import PIL.Image
 
+from regjax import data as data_lib
+from regjax import early_stopping as early_stopping_lib
 from regjax import regularizers
 from regjax import report
 from regjax import schema
+from regjax import stats
 from regjax import train
 from regjax import trainer as trainer_lib
+from regjax import tuning
 from regjax.data import Dataset
 from regjax.early_stopping import EarlyStopping
 from regjax.errors import ConfigError, find_config_error
@@ -138,6 +142,33 @@ def override(config: ml_collections.ConfigDict, **dotted: Any) -> ml_collections
     section, field = key.split('__')
     c[section][field] = value
   return c
+
+
+# Where a validation metric chooses a strength (or a rate, a patience) per seed: the
+# validation accuracy of the weights a run reports. It is what the headline numbers
+# measure (test accuracy), and unlike the validation loss it does not reward a network
+# for being unconfident (experiments 1 and 5: the loss rises while accuracy still improves).
+SELECT_METRIC = 'val_accuracy'
+
+_SOURCES: dict[tuple[str, str], Any] = {}
+
+
+def seed_splits(config: ml_collections.ConfigDict, seeds: int, resample: bool = True
+                ) -> list[Dataset]:
+  """One Dataset per replicate seed 0..seeds-1, all splits of one loaded source.
+
+  With `resample`, seed k's split uses `data.split_seed + k` (its own validation split,
+  training subsample and label noise, as regjax's replicates do: intervals then cover
+  the variance over data splits too); without it, every seed gets `data.split_seed`.
+  The source is loaded once per (name, dir) in this process; inputs are shared.
+  """
+  key = (config.data.name, config.data.dir)
+  if key not in _SOURCES:
+    _SOURCES[key] = data_lib.load_source(config.data)
+  source = _SOURCES[key]
+  base = config.data.split_seed
+  return [data_lib.split(source, override(
+      config, data__split_seed=base + (k if resample else 0)).data) for k in range(seeds)]
 
 
 # ----------------------------------------------------------------------------- training
@@ -255,7 +286,8 @@ def record_at(rows: Sequence[Mapping[str, float]], epoch: int, variant: str, see
   r = rows[epoch]
   return {'variant': variant, 'seed': seed, 'test_accuracy': r['test_accuracy'],
           'test_loss': r['test_loss'], 'train_accuracy': r['trainset_accuracy'],
-          'val_accuracy': r.get('val_accuracy', math.nan), 'best_epoch': epoch,
+          'val_accuracy': r.get('val_accuracy', math.nan),
+          'val_loss': r.get('val_loss', math.nan), 'best_epoch': epoch,
           'stop_epoch': extra.pop('stop_epoch', len(rows) - 1),
           'zero_fraction': r['zero_fraction'], 'weight_l2': r['weight_l2'],
           'seconds_per_epoch': float(np.mean([q['seconds'] for q in rows])),
@@ -263,6 +295,73 @@ def record_at(rows: Sequence[Mapping[str, float]], epoch: int, variant: str, see
 
 
 # ----------------------------------------------------------------------------- statistics
+
+
+def choose_per_seed(candidates: Mapping[Any, Sequence[Mapping[str, Any]]], name: str,
+                    metric: str = SELECT_METRIC) -> list[dict[str, Any]]:
+  """A tuned variant's records: per seed, the candidate best on validation.
+
+  Args:
+    candidates: setting label -> its run records, one per seed in the same seed order
+      for every label (e.g. {0.1: [seed 0, seed 1, ...], 0.3: [...]}), each with
+      `metric` (validation only: `tuning.choose` never reads a test number).
+    name: the tuned variant's name ('variant' of the returned records).
+    metric: the validation metric; its mode follows its name (max for *accuracy).
+  Returns:
+    One record per seed: the chosen candidate's record with 'variant' = name, 'chosen'
+    (its label) and 'chosen_index' (its position in `candidates`). Ties go to the first
+    label; a diverged candidate is never chosen unless all are.
+  """
+  labels = list(candidates)
+  mode = early_stopping_lib.resolve_mode('auto', metric)
+  seeds = {len(candidates[label]) for label in labels}
+  if len(seeds) != 1:
+    raise ConfigError('candidates', sorted(seeds), 'the same number of seeds per setting')
+  out = []
+  for k in range(seeds.pop()):
+    records = [candidates[label][k] for label in labels]
+    if len({int(r['seed']) for r in records}) != 1:
+      raise ConfigError('candidates', [r['seed'] for r in records],
+                        'records of one seed at each position')
+    j = tuning.choose(records, metric, mode)
+    out.append(dict(records[j], variant=name, chosen=labels[j], chosen_index=j))
+  return out
+
+
+def chosen_text(records: Sequence[Mapping[str, Any]]) -> str:
+  """'0.3 [0.1, 0.5]': median [min, max] of the labels `choose_per_seed` chose."""
+  values = sorted(float(r['chosen']) for r in records)
+  return f'{float(np.median(values)):g} [{values[0]:g}, {values[-1]:g}]'
+
+
+def holm_over(rows: Sequence[dict[str, Any]], alpha: float = 0.05) -> None:
+  """Re-adjusts `report.summarize` rows from several tables as ONE Holm family.
+
+  Sets 'p_adjusted' and 'significant' (p_adjusted < alpha) in place on every row that
+  has a finite 'p_value' (baseline rows have none and are left as they are).
+  """
+  tested = [r for r in rows if r.get('p_value') is not None and math.isfinite(r['p_value'])
+            and r['variant'] != r['baseline']]
+  for r, p in zip(tested, stats.holm([r['p_value'] for r in tested])):
+    r.update(p_adjusted=float(p), significant=bool(p < alpha))
+
+
+def p_text(row: Mapping[str, Any]) -> str:
+  """'0.0078 / 0.031 *': sign-flip p / Holm-adjusted p of a summary row ('*' when
+  the adjusted p is below 0.05); '' for the baseline."""
+  if row['variant'] == row['baseline'] or row.get('p_value') is None or not math.isfinite(
+      row['p_value']):
+    return ''
+  return (f"{row['p_value']:.2g} / {row['p_adjusted']:.2g}"
+          + (' *' if row['significant'] else ''))
+
+
+def paired_test(diffs: Sequence[float]) -> dict[str, float]:
+  """Mean, 95% t-interval and sign-flip p of paired differences (any unit)."""
+  d = np.asarray(diffs, dtype=np.float64)
+  mean, low, high = stats.t_interval(d)
+  return {'mean': mean, 'low': low, 'high': high,
+          'p_value': stats.sign_flip_test(d) if len(d) >= 2 else math.nan, 'n': len(d)}
 
 
 def pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -274,7 +373,9 @@ def pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
 
 
 def diff_text(row: Mapping[str, Any]) -> str:
-  """'+0.35 [-0.10, +0.80]' pp from a `report.summarize` row ('*' if the CI excludes 0)."""
+  """'+0.35 [-0.10, +0.80]' pp from a `report.summarize` row: the mean and 95% t-interval
+  of the paired difference; ' *' when the row is 'significant' (its Holm-adjusted
+  sign-flip p is below 0.05; the interval alone decides nothing)."""
   if row['variant'] == row['baseline']:
     return '(baseline)'
   text = f"{row['diff_mean'] * 100:+.2f}"
