@@ -340,7 +340,8 @@ def tradeoff_figure(analyses: dict[str, dict[str, dict[str, Any]]], budget: int)
       ax = axes[i, j]
       a = analyses[regime][measure]
       for family, (marker, color) in FAMILY_STYLE.items():
-        rules = [r for r in a['rules'] if r['family'] == family]
+        rules = sorted((r for r in a['rules'] if r['family'] == family),
+                       key=lambda r: r['value'])
         xs = [r['epochs_mean'] for r in rules]
         ys = [100 * r['test_mean'] for r in rules]
         ax.plot(xs, ys, marker=marker, color=color, ls='-' if family != 'patience' else ':',
