@@ -180,24 +180,33 @@ class Trajectory:
   A run is regjax's one training program (regjax/program.py) with early stopping off
   and two extra per-epoch evaluation sets: 'trainset' (the first <= 10k training
   examples, in inference mode) and 'test'. Every seed and every strength reuses one
-  compiled program: penalty strengths are arguments, and optimizer strengths named in
-  `include` are kept in the optax chain even at 0 (an exact no-op there) so that
-  `run(..., optimizer_hparams=...)` can set them per run.
+  compiled program: penalty strengths are arguments, and the penalties and optimizer
+  strengths named in `penalties` / `include` are kept in the program even at 0 (an exact
+  no-op there) so that `run(..., penalty=..., optimizer_hparams=...)` can set them per
+  run. Only those and the config's own (strength > 0) are in the program, as in
+  `regjax.train.fit`: a zero-strength term changes nothing mathematically, but it
+  changes how XLA rounds, and Adam carries such differences into a visibly different
+  path within an epoch. So a trajectory of a config trains, step for step, what
+  `train.fit` trains for it (experiment 5 checks this), until early stopping stops it.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, data: Dataset,
-               include: Sequence[str] = ()):
+               include: Sequence[str] = (), penalties: Sequence[str] = ()):
     """Prepares the runs of `config` on `data` (validates the config)."""
     self.config = override(config, early_stopping__enabled=False)
     self.data = data
     self.include = tuple(include) + tuple(
         t for t in trainer_lib.active_transforms(config) if t not in include)
+    self.penalties = tuple(
+        e for e in regularizers.penalty_names()
+        if e in penalties or e in trainer_lib.active_penalties(config))
     n_eval = min(TRAIN_EVAL_SIZE, data.num_train)
     self.sets = (
         EvalSet('trainset', 'pool', data.train_idx[:n_eval], data.y_train[:n_eval]),
         EvalSet('test', 'test', None, data.y_test))
     self.trainer = trainer_lib.make_trainer(
-        self.config, data.num_classes, data.num_train, include=self.include)
+        self.config, data.num_classes, data.num_train, include=self.include,
+        penalty_terms=self.penalties)
 
   def run(self, seed: int, on_epoch: Callable[[int, Any], None] | None = None,
           penalty: Mapping[str, float] | None = None,
@@ -209,7 +218,8 @@ class Trajectory:
       seed: the run's seed (regjax/trainer.py `run_keys`).
       on_epoch: called as on_epoch(epoch, train state) after each epoch (e.g. to keep
         weights).
-      penalty: overrides of the coupled strengths {'l1', 'l2'} for this run.
+      penalty: overrides of the coupled strengths {'l1', 'l2'} for this run; each term
+        must be in the program (config value > 0 or named in `penalties`).
       optimizer_hparams: overrides of optimizer fields (e.g. {'l1_prox': 1.0}); each
         transform must be in the chain (config value > 0 or named in `include`).
       eval_every: evaluate the extra sets after every this many epochs and after the
@@ -230,9 +240,12 @@ class Trajectory:
       if name not in self.include and float(optimizer_hparams[name]) > 0:
         raise ConfigError(f'optimizer.{name}', optimizer_hparams[name],
                           f'not in this Trajectory\'s chain: pass include=({name!r},)')
+    for name in (penalty or {}):
+      if name not in self.penalties and float(penalty[name]) > 0:
+        raise ConfigError(f'penalty.{name}', penalty[name],
+                          f'not in this Trajectory\'s loss: pass penalties=({name!r},)')
     group = train.RunGroup([train.Run(config, seed, self.data)], eval_sets=self.sets,
-                           penalty_terms=regularizers.penalty_names(),
-                           include=self.include)
+                           penalty_terms=self.penalties, include=self.include)
     hook = None if on_epoch is None else (lambda _, epoch, state: on_epoch(epoch, state))
     ((_, rows, variables),) = group.fit(evaluate_sets_every=eval_every, on_state=hook)
     return rows, variables

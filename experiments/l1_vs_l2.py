@@ -123,7 +123,8 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
     always_zero = np.all(seed_data.x_train.reshape(len(seed_data.x_train), -1) == 0, axis=0)
     if seed == 0:
       always_zero_0 = always_zero
-    traj = common.Trajectory(cfg, seed_data, include=('l1_prox', 'l1_subgradient'))
+    traj = common.Trajectory(cfg, seed_data, include=('l1_prox', 'l1_subgradient'),
+                             penalties=('l2',))
     for method, strength in settings:
       penalty = {'l2': strength if method == 'l2' else 0.0}
       opt = {'l1_prox': strength if method == 'l1_prox' else 0.0,
