@@ -1,4 +1,4 @@
-r"""Experiment 9: Prechelt's (1998) stopping criteria against patience rules.
+r"""Experiment 5b: Prechelt's (1998) stopping criteria against patience rules.
 
   python -m experiments.prechelt --out=/tmp/prechelt \
       [--trajectories=/tmp/exp5/results.json] [--mnist_dir=DIR] [--seeds=10] [--smoke]
@@ -384,7 +384,7 @@ def _table(a: dict[str, Any], budget: int) -> str:
 def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
         log: Callable[[str], None] = common.log, trajectories: str = '') -> dict[str, Any]:
   """Replays every rule; writes results.json, report.md and prechelt_tradeoff.png."""
-  out = common.Outputs(out_dir, "Experiment 9: Prechelt's stopping criteria")
+  out = common.Outputs(out_dir, "Experiment 5b: Prechelt's stopping criteria")
   if trajectories:
     curves, source_settings = load_trajectories(trajectories)
     source = f'read from {os.path.basename(os.path.dirname(os.path.abspath(trajectories)))}' \

@@ -1,4 +1,4 @@
-"""Experiment 9 (experiments/prechelt.py): Prechelt's criteria stop where his
+"""Experiment 5b (experiments/prechelt.py): Prechelt's criteria stop where his
 definitions say on hand-made curves, and the smoke run writes its files."""
 
 import json
