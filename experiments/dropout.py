@@ -372,7 +372,8 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
                   f"[{100 * scaling_tests[rule]['low']:+.2f}, "
                   f"{100 * scaling_tests[rule]['high']:+.2f}]",
                   f"{scaling_tests[rule]['p_value']:.2g} / "
-                  f"{scaling_tests[rule]['p_adjusted']:.2g}"]
+                  f"{scaling_tests[rule]['p_adjusted']:.2g}"
+                  + (' *' if scaling_tests[rule]['p_adjusted'] < 0.05 else '')]
                for rule, diffs in classic_minus_inverted.items()]),
           f'Expected activations (seed 0, {len(probe):,} test images, '
           f'{s.activation_masks} masks): relative difference |E_mask[training output] - '
@@ -405,7 +406,7 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
           f'T = {s.mc_passes} minus deterministic, paired by seed: '
           + '; '.join(f"{label} {scale * t['mean']:+.{digits}f} [{scale * t['low']:+.{digits}f}, "
                       f"{scale * t['high']:+.{digits}f}] {unit} (p {t['p_value']:.2g}, Holm "
-                      f"{t['p_adjusted']:.2g})"
+                      f"{t['p_adjusted']:.2g}{' *' if t['p_adjusted'] < 0.05 else ''})"
                       for (label, scale, digits, unit), t in zip(
                           (('accuracy', 100, 2, 'pp'), ('NLL', 1, 4, 'nats'),
                            ('ECE', 100, 2, 'pp')), mc_tests.values()))
