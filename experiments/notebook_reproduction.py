@@ -262,7 +262,7 @@ def proper_part(base, smoke: bool, seeds: int, out: common.Outputs,
 
   out.add('## Part 2: the same question done properly',
           '10% of the 60,000 training images are the validation split (6,000); the '
-          'training split is the remaining 54,000 or its first 5,000. Early stopping '
+          'training split is the remaining 54,000 or 5,000 of them. Early stopping '
           f'watches val_loss (or val_accuracy) with patience {PATIENCE} and restores the '
           'best weights; each run trains its whole budget once and every rule is read off '
           'that trajectory (the rules choose epochs by validation metrics only, never by '
