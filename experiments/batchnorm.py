@@ -23,6 +23,7 @@ Outputs in --out: results.json, batchnorm_steps.png, batchnorm_curves.png, repor
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 import time
 from typing import Any
@@ -141,14 +142,53 @@ def analyze(runs: list[dict[str, Any]], s: Settings, sizes: dict[str, int],
     epochs = [epochs_to_target(r['val_accuracy_curve'], t) for t in s.targets]
     r['steps_to_target'] = [None if e is None else e * spe for e in epochs]
   cells = summarize_cells(runs, s)
+  claim_list = [claims(cells, s, t) for t in range(len(s.targets))]
+  for t, cl in enumerate(claim_list):
+    speed_tests(runs, cl, s, t, spe)
   return {
       'settings': dataclasses.asdict(s),
       'data': {'name': dataset, **{k: v for k, v in sizes.items() if k != 'steps_per_epoch'}},
       'steps_per_epoch': spe,
       'runs': runs,
       'cells': cells,
-      'claims': [claims(cells, s, t) for t in range(len(s.targets))],
+      'claims': claim_list,
   }
+
+
+def speed_tests(runs: list[dict[str, Any]], claim: dict[str, Any], s: Settings, t: int,
+                steps_per_epoch: int) -> None:
+  """Adds to each init scale of `claim` the paired test of 'BN is faster'.
+
+  Per seed: steps to target t without BN (at that arm's best learning rate) minus with
+  BN (at its own), a run that never reaches the target counted as (epochs + 1) epochs
+  (so a miss understates the gap); sign-flip p per scale, Holm over the scales. The
+  learning rates were chosen on the same validation curves (median steps), for both
+  arms alike. Sets row['paired'] = {'mean', 'low', 'high', 'p_value', 'p_adjusted',
+  'n', 'bn_faster_seeds'} (steps), or None when BN never reaches the target.
+  """
+  censored = (s.epochs + 1) * steps_per_epoch
+
+  def steps(bn, scale, lr):
+    rs = sorted((r for r in runs if (r['batch_norm'], r['init_scale'], r['learning_rate'])
+                 == (bn, scale, lr)), key=lambda r: r['seed'])
+    return [censored if r['steps_to_target'][t] is None else r['steps_to_target'][t]
+            for r in rs]
+
+  rows = claim['best_lr_per_init_scale']
+  for row in rows:
+    if row['bn_best_lr'] is None:
+      row['paired'] = None
+      continue
+    bn = steps(True, row['init_scale'], row['bn_best_lr'])
+    plain = (steps(False, row['init_scale'], row['plain_best_lr'])
+             if row['plain_best_lr'] is not None else [censored] * len(bn))
+    diffs = np.subtract(plain, bn).astype(float)
+    row['paired'] = common.paired_test(diffs) | {
+        'bn_faster_seeds': int(np.sum(diffs > 0))}
+  tested = [r for r in rows if r['paired'] is not None
+            and math.isfinite(r['paired']['p_value'])]
+  for r, p in zip(tested, common.stats.holm([r['paired']['p_value'] for r in tested])):
+    r['paired']['p_adjusted'] = float(p)
 
 
 def write_outputs(results: dict[str, Any], out: str) -> None:
@@ -161,14 +201,16 @@ def write_outputs(results: dict[str, Any], out: str) -> None:
   report.atomic_write_text(str(out_dir / 'report.md'), markdown(results))
 
 
-def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 3
+def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8
         ) -> dict[str, Any]:
   """Trains the grid, writes results.json, the figures and report.md into `out`."""
-  t_start = time.perf_counter()
+  t_start, c_start = time.perf_counter(), time.process_time()
   s = make_settings(smoke, seeds)
   runs, sizes = train_grid(s, mnist_dir)
   results = analyze(runs, s, sizes, s.dataset)
-  results['runtime_seconds'] = time.perf_counter() - t_start
+  results.update(runtime_seconds=time.perf_counter() - t_start,
+                 cpu_seconds=time.process_time() - c_start,
+                 load_average_5min=os.getloadavg()[1], machine=common.machine())
   write_outputs(results, out)
   return results
 
@@ -351,14 +393,17 @@ def markdown(results: dict[str, Any]) -> str:
   targets = s['targets']
   tnames = [f'{100 * t:g}%' for t in targets]
   lines = [
-      '# Batch normalization: speed and sensitivity to initialization',
+      '# Experiment 6: batch normalization, speed and sensitivity to initialization',
       '',
       f"{results['data']['name']}: {results['data']['train_size']} training, "
       f"{results['data']['val_size']} validation examples. MLP {list(s['widths'])}, "
       f"SGD momentum 0.9, batch {s['batch_size']} ({results['steps_per_epoch']} "
       f"steps/epoch), {s['epochs']} epochs, {s['seeds']} seeds per cell, no early "
       f"stopping. Targets: {', '.join(tnames)} validation accuracy. Runtime "
-      f"{results.get('runtime_seconds', float('nan')):.0f} s.",
+      f"{results.get('runtime_seconds', float('nan')) / 60:.1f} min wall clock "
+      f"({results.get('cpu_seconds', float('nan')) / 60:.1f} min of CPU time) on "
+      f"{results.get('machine', '?')}; 5-minute load average at the end "
+      f"{results.get('load_average_5min', float('nan')):.1f}.",
       '',
       'Steps to target: median over seeds (a miss counts as slowest) [fastest–slowest '
       'seed that reached it] (seeds reached / seeds); — = the median run missed it. '
@@ -381,14 +426,27 @@ def markdown(results: dict[str, Any]) -> str:
       lines.append(f'| {scale:g} | {lr:g} | {steps} | {acc(a)} | {acc(b)} |')
   for cl, name in zip(results['claims'], tnames):
     sp, reach = cl['speedup_where_both_reach'], cl['cells_reached_all_seeds']
-    lines += ['', f'**Target {name}.** Best learning rate per init scale (median steps):',
-              '', '| init scale | no BN: steps (lr) | BN: steps (lr) |', '|---|---|---|']
+    lines += ['', f'**Target {name}.** Best learning rate per init scale (median steps, '
+              'on validation). Paired: no-BN minus BN steps per seed, each arm at its best '
+              'learning rate, a miss counted as one epoch past the budget; mean [95% CI], '
+              'seeds where BN is faster, sign-flip p / Holm p over the init scales:',
+              '', '| init scale | no BN: steps (lr) | BN: steps (lr) | paired: no BN - BN '
+              'steps | BN faster | p / Holm p |', '|---|---|---|---|---|---|']
     for row in cl['best_lr_per_init_scale']:
       def best(key):
         if row[f'{key}_best_steps'] is None:
           return 'not reached'
         return f"{row[f'{key}_best_steps']:.0f} ({row[f'{key}_best_lr']:g})"
-      lines.append(f"| {row['init_scale']:g} | {best('plain')} | {best('bn')} |")
+      pr = row.get('paired')
+      if pr is None:
+        paired = ['-', '-', '-']
+      else:
+        paired = [f"{pr['mean']:+.0f} [{pr['low']:+.0f}, {pr['high']:+.0f}]",
+                  f"{pr['bn_faster_seeds']}/{pr['n']}",
+                  f"{pr['p_value']:.2g} / {pr.get('p_adjusted', float('nan')):.2g}"
+                  + (' *' if pr.get('p_adjusted', 1.0) < 0.05 else '')]
+      lines.append(f"| {row['init_scale']:g} | {best('plain')} | {best('bn')} | "
+                   + ' | '.join(paired) + ' |')
     if sp['cells']:
       lines += ['', f"Cells where both reach it: {sp['cells']}; no-BN steps / BN steps: "
                 f"median {sp['median']:.2f} (range {sp['min']:.2f}–{sp['max']:.2f}; > 1: "
@@ -410,4 +468,4 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 if __name__ == '__main__':
-  common.script_main(run, default_seeds=3, seeds_help='Seeds per grid cell.', min_seeds=1)
+  common.script_main(run, default_seeds=8, seeds_help='Seeds per grid cell.', min_seeds=1)

@@ -31,6 +31,7 @@ Outputs in --out: results.json, bias_variance_decomposition.png, report.md.
 """
 
 import dataclasses
+import os
 from pathlib import Path
 import time
 from typing import Any, Callable, Sequence
@@ -204,6 +205,7 @@ def decompose(probs: np.ndarray, y: np.ndarray, num_classes: int) -> dict[str, A
   """Both decompositions of probs (M, N, C), with jackknife SEs and per-member errors."""
   preds = probs.argmax(-1)
   member_err = (preds != y).mean(1)
+  member_sq = ((probs.astype(np.float64) - np.eye(probs.shape[-1])[y]) ** 2).sum(-1).mean(1)
   ensemble = squared_decomposition(probs, y)
   return {
       'zero_one': zero_one_decomposition(preds, y, num_classes),
@@ -211,16 +213,44 @@ def decompose(probs: np.ndarray, y: np.ndarray, num_classes: int) -> dict[str, A
                                   preds),
       'squared': ensemble,
       'squared_se': jackknife_se(lambda p: squared_decomposition(p, y), probs),
+      'member_test_error': [float(e) for e in member_err],
+      'member_squared_error': [float(e) for e in member_sq],
       'member_test_error_mean': float(member_err.mean()),
       'member_test_error_std': float(member_err.std(ddof=1)),
       'ensemble_test_error': float((probs.mean(0).argmax(-1) != y).mean()),
   }
 
 
+def paired_vs_unregularized(points: list[dict[str, Any]]) -> None:
+  """Adds to each point with L2 > 0 the paired test of its members' errors against the
+  same members (same bootstrap resample and seed) without L2, for the 0-1 error and the
+  squared error: 'paired' = {'zero_one': ..., 'squared': ...} (common.paired_test, in
+  fractions), Holm over the strengths of a width ('p_adjusted').
+
+  The mean of the member errors is the expected error E L of the decomposition, so this
+  tests whether an L2 strength changes the expected error beyond the member-to-member
+  spread.
+  """
+  for width in sorted({p['width'] for p in points}):
+    row = [p for p in points if p['width'] == width]
+    base = next((p for p in row if p['l2'] == 0), None)
+    if base is None:
+      continue
+    tested = [p for p in row if p['l2'] != 0]
+    for key, member_key in (('zero_one', 'member_test_error'),
+                            ('squared', 'member_squared_error')):
+      for p in tested:
+        p.setdefault('paired', {})[key] = common.paired_test(
+            np.subtract(p[member_key], base[member_key]))
+      ps = [p['paired'][key]['p_value'] for p in tested]
+      for p, adj in zip(tested, common.stats.holm(ps)):
+        p['paired'][key]['p_adjusted'] = float(adj)
+
+
 def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8
         ) -> dict[str, Any]:
   """Runs the sweep, writes results.json, the figure and report.md into `out`."""
-  t_start = time.perf_counter()
+  t_start, c_start = time.perf_counter(), time.process_time()
   s = make_settings(smoke, seeds)
   config = base_config(s, mnist_dir)
   data = load_dataset(config.data)
@@ -247,6 +277,7 @@ def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8
       point['last_epoch_train_accuracy_mean'] = float(final_train_acc[rows].mean())
       points.append(point)
     print(f'width {width}: {n_l2 * s.members} members in {seconds:.1f} s', flush=True)
+  paired_vs_unregularized(points)
   results = {
       'settings': dataclasses.asdict(s),
       'data': {'name': data.name, 'train_size': data.num_train,
@@ -256,6 +287,9 @@ def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8
           'zero_one': max(abs(p['zero_one']['residual']) for p in points),
           'squared': max(abs(p['squared']['residual']) for p in points)},
       'runtime_seconds': time.perf_counter() - t_start,
+      'cpu_seconds': time.process_time() - c_start,
+      'load_average_5min': os.getloadavg()[1],
+      'machine': common.machine(),
   }
   out_dir = Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -313,13 +347,15 @@ def markdown(results: dict[str, Any]) -> str:
   """The report: settings, both decompositions as tables, the additivity checks."""
   s = results['settings']
   lines = [
-      '# Bias-variance decomposition along L2 strength',
+      '# Experiment 2: bias-variance decomposition along L2 strength',
       '',
       f"{results['data']['name']}: {results['data']['train_size']} training examples, "
       f"test set of {results['data']['test_size']}. MLP with one hidden layer, Adam "
       f"{s['learning_rate']:g}, batch {s['batch_size']}, {s['epochs']} epochs, no early "
       f"stopping. {s['members']} members per point (bootstrap resample m + seed m). "
-      f"Runtime {results['runtime_seconds']:.0f} s.",
+      f"Runtime {results['runtime_seconds'] / 60:.1f} min wall clock "
+      f"({results['cpu_seconds'] / 60:.1f} min of CPU time) on {results['machine']}; "
+      f"5-minute load average at the end {results['load_average_5min']:.1f}.",
       '',
       'Values in percent of the test set (0-1) or x100 (squared), ± jackknife SE over '
       'members. Net var = unbiased variance - biased-variance credit.',
@@ -339,6 +375,22 @@ def markdown(results: dict[str, Any]) -> str:
         f"{pm(q, qs, 'bias2')} | {pm(q, qs, 'variance')} | "
         f"{100 * p['member_test_error_mean']:.2f} ± {100 * p['member_test_error_std']:.2f}"
         f" | {100 * p['ensemble_test_error']:.2f} |")
+  lines += ['', 'Each L2 strength against the same members without L2 (paired by '
+            'member: same bootstrap resample and seed): mean change of the member errors '
+            '(= the expected error) with its 95% t-interval, sign-flip p / Holm p over the '
+            'strengths of a width (* = Holm p < 0.05).', '',
+            '| width | L2 | Δ 0-1 error pp | p / Holm p | Δ squared error x100 | '
+            'p / Holm p |', '|---|---|---|---|---|---|']
+  for p in results['points']:
+    if 'paired' not in p:
+      continue
+    cells = []
+    for key in ('zero_one', 'squared'):
+      t = p['paired'][key]
+      cells += [f"{100 * t['mean']:+.2f} [{100 * t['low']:+.2f}, {100 * t['high']:+.2f}]",
+                f"{t['p_value']:.2g} / {t['p_adjusted']:.2g}"
+                + (' *' if t['p_adjusted'] < 0.05 else '')]
+    lines.append(f"| {p['width']} | {p['l2']:g} | " + ' | '.join(cells) + ' |')
   res = results['max_abs_residual']
   lines += [
       '',

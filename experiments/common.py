@@ -36,11 +36,15 @@ import ml_collections
 import numpy as np
 import PIL.Image
 
+from regjax import data as data_lib
+from regjax import early_stopping as early_stopping_lib
 from regjax import regularizers
 from regjax import report
 from regjax import schema
+from regjax import stats
 from regjax import train
 from regjax import trainer as trainer_lib
+from regjax import tuning
 from regjax.data import Dataset
 from regjax.early_stopping import EarlyStopping
 from regjax.errors import ConfigError, find_config_error
@@ -140,6 +144,33 @@ def override(config: ml_collections.ConfigDict, **dotted: Any) -> ml_collections
   return c
 
 
+# Where a validation metric chooses a strength (or a rate, a patience) per seed: the
+# validation accuracy of the weights a run reports. It is what the headline numbers
+# measure (test accuracy), and unlike the validation loss it does not reward a network
+# for being unconfident (experiments 1 and 5: the loss rises while accuracy still improves).
+SELECT_METRIC = 'val_accuracy'
+
+_SOURCES: dict[tuple[str, str], Any] = {}
+
+
+def seed_splits(config: ml_collections.ConfigDict, seeds: int, resample: bool = True
+                ) -> list[Dataset]:
+  """One Dataset per replicate seed 0..seeds-1, all splits of one loaded source.
+
+  With `resample`, seed k's split uses `data.split_seed + k` (its own validation split,
+  training subsample and label noise, as regjax's replicates do: intervals then cover
+  the variance over data splits too); without it, every seed gets `data.split_seed`.
+  The source is loaded once per (name, dir) in this process; inputs are shared.
+  """
+  key = (config.data.name, config.data.dir)
+  if key not in _SOURCES:
+    _SOURCES[key] = data_lib.load_source(config.data)
+  source = _SOURCES[key]
+  base = config.data.split_seed
+  return [data_lib.split(source, override(
+      config, data__split_seed=base + (k if resample else 0)).data) for k in range(seeds)]
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -149,24 +180,33 @@ class Trajectory:
   A run is regjax's one training program (regjax/program.py) with early stopping off
   and two extra per-epoch evaluation sets: 'trainset' (the first <= 10k training
   examples, in inference mode) and 'test'. Every seed and every strength reuses one
-  compiled program: penalty strengths are arguments, and optimizer strengths named in
-  `include` are kept in the optax chain even at 0 (an exact no-op there) so that
-  `run(..., optimizer_hparams=...)` can set them per run.
+  compiled program: penalty strengths are arguments, and the penalties and optimizer
+  strengths named in `penalties` / `include` are kept in the program even at 0 (an exact
+  no-op there) so that `run(..., penalty=..., optimizer_hparams=...)` can set them per
+  run. Only those and the config's own (strength > 0) are in the program, as in
+  `regjax.train.fit`: a zero-strength term changes nothing mathematically, but it
+  changes how XLA rounds, and Adam carries such differences into a visibly different
+  path within an epoch. So a trajectory of a config trains, step for step, what
+  `train.fit` trains for it (experiment 5 checks this), until early stopping stops it.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, data: Dataset,
-               include: Sequence[str] = ()):
+               include: Sequence[str] = (), penalties: Sequence[str] = ()):
     """Prepares the runs of `config` on `data` (validates the config)."""
     self.config = override(config, early_stopping__enabled=False)
     self.data = data
     self.include = tuple(include) + tuple(
         t for t in trainer_lib.active_transforms(config) if t not in include)
+    self.penalties = tuple(
+        e for e in regularizers.penalty_names()
+        if e in penalties or e in trainer_lib.active_penalties(config))
     n_eval = min(TRAIN_EVAL_SIZE, data.num_train)
     self.sets = (
         EvalSet('trainset', 'pool', data.train_idx[:n_eval], data.y_train[:n_eval]),
         EvalSet('test', 'test', None, data.y_test))
     self.trainer = trainer_lib.make_trainer(
-        self.config, data.num_classes, data.num_train, include=self.include)
+        self.config, data.num_classes, data.num_train, include=self.include,
+        penalty_terms=self.penalties)
 
   def run(self, seed: int, on_epoch: Callable[[int, Any], None] | None = None,
           penalty: Mapping[str, float] | None = None,
@@ -178,7 +218,8 @@ class Trajectory:
       seed: the run's seed (regjax/trainer.py `run_keys`).
       on_epoch: called as on_epoch(epoch, train state) after each epoch (e.g. to keep
         weights).
-      penalty: overrides of the coupled strengths {'l1', 'l2'} for this run.
+      penalty: overrides of the coupled strengths {'l1', 'l2'} for this run; each term
+        must be in the program (config value > 0 or named in `penalties`).
       optimizer_hparams: overrides of optimizer fields (e.g. {'l1_prox': 1.0}); each
         transform must be in the chain (config value > 0 or named in `include`).
       eval_every: evaluate the extra sets after every this many epochs and after the
@@ -199,9 +240,12 @@ class Trajectory:
       if name not in self.include and float(optimizer_hparams[name]) > 0:
         raise ConfigError(f'optimizer.{name}', optimizer_hparams[name],
                           f'not in this Trajectory\'s chain: pass include=({name!r},)')
+    for name in (penalty or {}):
+      if name not in self.penalties and float(penalty[name]) > 0:
+        raise ConfigError(f'penalty.{name}', penalty[name],
+                          f'not in this Trajectory\'s loss: pass penalties=({name!r},)')
     group = train.RunGroup([train.Run(config, seed, self.data)], eval_sets=self.sets,
-                           penalty_terms=regularizers.penalty_names(),
-                           include=self.include)
+                           penalty_terms=self.penalties, include=self.include)
     hook = None if on_epoch is None else (lambda _, epoch, state: on_epoch(epoch, state))
     ((_, rows, variables),) = group.fit(evaluate_sets_every=eval_every, on_state=hook)
     return rows, variables
@@ -255,7 +299,8 @@ def record_at(rows: Sequence[Mapping[str, float]], epoch: int, variant: str, see
   r = rows[epoch]
   return {'variant': variant, 'seed': seed, 'test_accuracy': r['test_accuracy'],
           'test_loss': r['test_loss'], 'train_accuracy': r['trainset_accuracy'],
-          'val_accuracy': r.get('val_accuracy', math.nan), 'best_epoch': epoch,
+          'val_accuracy': r.get('val_accuracy', math.nan),
+          'val_loss': r.get('val_loss', math.nan), 'best_epoch': epoch,
           'stop_epoch': extra.pop('stop_epoch', len(rows) - 1),
           'zero_fraction': r['zero_fraction'], 'weight_l2': r['weight_l2'],
           'seconds_per_epoch': float(np.mean([q['seconds'] for q in rows])),
@@ -263,6 +308,73 @@ def record_at(rows: Sequence[Mapping[str, float]], epoch: int, variant: str, see
 
 
 # ----------------------------------------------------------------------------- statistics
+
+
+def choose_per_seed(candidates: Mapping[Any, Sequence[Mapping[str, Any]]], name: str,
+                    metric: str = SELECT_METRIC) -> list[dict[str, Any]]:
+  """A tuned variant's records: per seed, the candidate best on validation.
+
+  Args:
+    candidates: setting label -> its run records, one per seed in the same seed order
+      for every label (e.g. {0.1: [seed 0, seed 1, ...], 0.3: [...]}), each with
+      `metric` (validation only: `tuning.choose` never reads a test number).
+    name: the tuned variant's name ('variant' of the returned records).
+    metric: the validation metric; its mode follows its name (max for *accuracy).
+  Returns:
+    One record per seed: the chosen candidate's record with 'variant' = name, 'chosen'
+    (its label) and 'chosen_index' (its position in `candidates`). Ties go to the first
+    label; a diverged candidate is never chosen unless all are.
+  """
+  labels = list(candidates)
+  mode = early_stopping_lib.resolve_mode('auto', metric)
+  seeds = {len(candidates[label]) for label in labels}
+  if len(seeds) != 1:
+    raise ConfigError('candidates', sorted(seeds), 'the same number of seeds per setting')
+  out = []
+  for k in range(seeds.pop()):
+    records = [candidates[label][k] for label in labels]
+    if len({int(r['seed']) for r in records}) != 1:
+      raise ConfigError('candidates', [r['seed'] for r in records],
+                        'records of one seed at each position')
+    j = tuning.choose(records, metric, mode)
+    out.append(dict(records[j], variant=name, chosen=labels[j], chosen_index=j))
+  return out
+
+
+def chosen_text(records: Sequence[Mapping[str, Any]]) -> str:
+  """'0.3 [0.1, 0.5]': median [min, max] of the labels `choose_per_seed` chose."""
+  values = sorted(float(r['chosen']) for r in records)
+  return f'{float(np.median(values)):g} [{values[0]:g}, {values[-1]:g}]'
+
+
+def holm_over(rows: Sequence[dict[str, Any]], alpha: float = 0.05) -> None:
+  """Re-adjusts `report.summarize` rows from several tables as ONE Holm family.
+
+  Sets 'p_adjusted' and 'significant' (p_adjusted < alpha) in place on every row that
+  has a finite 'p_value' (baseline rows have none and are left as they are).
+  """
+  tested = [r for r in rows if r.get('p_value') is not None and math.isfinite(r['p_value'])
+            and r['variant'] != r['baseline']]
+  for r, p in zip(tested, stats.holm([r['p_value'] for r in tested])):
+    r.update(p_adjusted=float(p), significant=bool(p < alpha))
+
+
+def p_text(row: Mapping[str, Any]) -> str:
+  """'0.0078 / 0.031 *': sign-flip p / Holm-adjusted p of a summary row ('*' when
+  the adjusted p is below 0.05); '' for the baseline."""
+  if row['variant'] == row['baseline'] or row.get('p_value') is None or not math.isfinite(
+      row['p_value']):
+    return ''
+  return (f"{row['p_value']:.2g} / {row['p_adjusted']:.2g}"
+          + (' *' if row['significant'] else ''))
+
+
+def paired_test(diffs: Sequence[float]) -> dict[str, float]:
+  """Mean, 95% t-interval and sign-flip p of paired differences (any unit)."""
+  d = np.asarray(diffs, dtype=np.float64)
+  mean, low, high = stats.t_interval(d)
+  return {'mean': mean, 'low': low, 'high': high,
+          'p_value': stats.sign_flip_test(d) if len(d) >= 2 else math.nan, 'n': len(d)}
 
 
 def pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -274,7 +386,9 @@ def pm(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
 
 
 def diff_text(row: Mapping[str, Any]) -> str:
-  """'+0.35 [-0.10, +0.80]' pp from a `report.summarize` row ('*' if the CI excludes 0)."""
+  """'+0.35 [-0.10, +0.80]' pp from a `report.summarize` row: the mean and 95% t-interval
+  of the paired difference; ' *' when the row is 'significant' (its Holm-adjusted
+  sign-flip p is below 0.05; the interval alone decides nothing)."""
   if row['variant'] == row['baseline']:
     return '(baseline)'
   text = f"{row['diff_mean'] * 100:+.2f}"

@@ -1,16 +1,18 @@
 r"""Experiment 4: dropout rate sweep, inverted vs classic scaling, Monte Carlo dropout.
 
-  python -m experiments.dropout --out=/tmp/exp4 [--mnist_dir=DIR] [--seeds=3] [--smoke]
+  python -m experiments.dropout --out=/tmp/exp4 [--mnist_dir=DIR] [--seeds=8] [--smoke]
 
-The regime where experiment 1 found that dropout matters: MNIST with only the first
-5,000 training images, the notebook's MLP 128, Adam 1e-3, batch 32, 50 epochs (a
+The regime where experiment 1 found that dropout matters: MNIST with only 5,000
+training images (seed k: its own split, data.split_seed = k), the notebook's MLP 128, Adam 1e-3, batch 32, 50 epochs (a
 two-layer MLP 256-256 on the same data showed no effect of any rate, see
 experiments/README.md). Early stopping (patience 10, restore best) on val_loss and,
 separately, on val_accuracy is read off each full trajectory, as is the last epoch.
 
 1. Rate sweep: dropout after each hidden layer at p = 0, 0.1, 0.2, 0.3, 0.5, 0.7;
    test accuracy of the early-stopped and of the last-epoch weights, paired by seed
-   against p = 0.
+   against p = 0 (Holm over the rates of each rule). The headline: dropout at the rate
+   chosen per seed on validation accuracy (of the weights each rule keeps; the test set
+   never chooses) against p = 0, under each rule (Holm over the three rules).
 2. Scaling: p = 0.5 trained with inverted dropout (scale 1/(1-p) in training) and with
    classic dropout (scale (1-p) at inference), same seeds. Their accuracies should agree;
    and for each, the activations a layer passes on at inference should equal their
@@ -35,7 +37,6 @@ import numpy as np
 from experiments import common
 from regjax import models
 from regjax import report
-from regjax.data import load_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Setting:
 
 FULL = Setting(widths=(128,), train_size=5000, epochs=50, patience=10,
                rates=(0.0, 0.1, 0.2, 0.3, 0.5, 0.7), mc_passes=50, activation_masks=200)
-SMOKE = Setting(widths=(64, 64), train_size=0, epochs=4, patience=2, rates=(0.0, 0.5),
+SMOKE = Setting(widths=(64, 64), train_size=0, epochs=4, patience=2, rates=(0.0, 0.2, 0.5),
                 mc_passes=5, activation_masks=20)
 SCALING_RATE = 0.5
 ECE_BINS = 15
@@ -150,7 +151,8 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
   base = common.base_config(smoke, mnist_dir)
   cfg = common.override(base, data__train_size=s.train_size, model__widths=s.widths,
                         train__epochs=s.epochs)
-  data = load_dataset(cfg.data)
+  datas = common.seed_splits(cfg, seeds)
+  data = datas[0]
   x_test, y_test = np.asarray(data.x_test), np.asarray(data.y_test)
 
   variants = [(f'p={r:g}', r, 'inverted') for r in s.rates]
@@ -160,9 +162,9 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
   records = {'early_stop': [], 'early_stop_acc': [], 'last': []}
   for name, rate, mode in variants:
     vcfg = common.override(cfg, model__dropout_rate=rate, model__dropout_mode=mode)
-    traj = common.Trajectory(vcfg, data)
     trajectories[name], kept_params[name] = [], []
     for seed in range(seeds):
+      traj = common.Trajectory(vcfg, datas[seed])
       snapshots = {}
       keep = rate == SCALING_RATE
       rows, _ = traj.run(seed, on_epoch=(
@@ -185,6 +187,16 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
       classic_model = traj.trainer.model
   summaries = {rule: report.summarize(rs, baseline='p=0') for rule, rs in records.items()}
   rate_names = [v[0] for v in variants if v[2] == 'inverted']
+  # The headline: the rate chosen per seed on validation accuracy (p > 0 only: does
+  # dropout at a tuned rate beat none?), per rule; one Holm family over the rules.
+  tuned_rates = [n for n in rate_names if n != 'p=0']
+  tuned_records, tuned_summaries = {}, {}
+  for rule, rs in records.items():
+    by_rate = {float(n[2:]): [r for r in rs if r['variant'] == n] for n in tuned_rates}
+    tuned_records[rule] = ([r for r in rs if r['variant'] == 'p=0']
+                           + common.choose_per_seed(by_rate, 'dropout (tuned)'))
+    tuned_summaries[rule] = report.summarize(tuned_records[rule], baseline='p=0')
+  common.holm_over([row for rows in tuned_summaries.values() for row in rows])
 
   # Figure 1: the rate sweep.
   fig, axes = common.new_figure(1, 3, width=4.2, height=3.4)
@@ -297,6 +309,17 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
              'NLL and calibration against the number of passes.')
 
   # Report tables.
+  rule_names = {'early_stop': f'ES on val_loss (patience {s.patience})',
+                'early_stop_acc': f'ES on val_accuracy (patience {s.patience})',
+                'last': f'last epoch ({s.epochs})'}
+  tuned_body = []
+  for rule, rows in tuned_summaries.items():
+    base_row, row = rows[0], rows[1]
+    chosen = [r for r in tuned_records[rule] if r['variant'] == 'dropout (tuned)']
+    tuned_body.append([rule_names[rule], common.chosen_text(chosen),
+                       f"{100 * base_row['test_acc_mean']:.2f} ± {100 * base_row['test_acc_std']:.2f}",
+                       f"{100 * row['test_acc_mean']:.2f} ± {100 * row['test_acc_std']:.2f}",
+                       common.diff_text(row), common.p_text(row)])
   body = []
   for name in [v[0] for v in variants]:
     row_es = next(r for r in summaries['early_stop'] if r['variant'] == name)
@@ -305,21 +328,29 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
     kept = [r['best_epoch'] + 1 for r in records['early_stop'] if r['variant'] == name]
     body.append([name,
                  f"{100 * row_es['test_acc_mean']:.2f} ± {100 * row_es['test_acc_std']:.2f}",
-                 common.diff_text(row_es), f'{np.mean(kept):.1f}',
+                 common.diff_text(row_es), common.p_text(row_es), f'{np.mean(kept):.1f}',
                  f"{100 * row_es['gap_mean']:+.2f}",
                  f"{100 * row_acc['test_acc_mean']:.2f} ± {100 * row_acc['test_acc_std']:.2f}",
-                 common.diff_text(row_acc),
+                 common.diff_text(row_acc), common.p_text(row_acc),
                  f"{100 * row_last['test_acc_mean']:.2f} ± {100 * row_last['test_acc_std']:.2f}",
-                 common.diff_text(row_last)])
+                 common.diff_text(row_last), common.p_text(row_last)])
+  out.add('## Tuned rate',
+          f'{data.name}, {len(data.x_train):,} training images (seed k: split seed k), '
+          f'validation {len(data.x_val):,}, MLP {"-".join(map(str, s.widths))}, Adam 1e-3, '
+          f'batch 32, {s.epochs} epochs, {seeds} seeds. Per seed and rule, the rate in '
+          f'{", ".join(n[2:] for n in tuned_rates)} with the best validation accuracy of the '
+          'weights the rule keeps; test accuracy % (mean ± std); Δ vs p=0 paired by seed, '
+          '95% t-interval; p: sign-flip p / Holm p over the three rules (* = Holm p < 0.05).',
+          common.markdown_table(['rule', 'chosen rate', 'p=0 %', 'tuned %',
+                                 'Δ pp (95% CI)', 'p / Holm p'], tuned_body))
   out.add('## Rate sweep',
-          f'{data.name}, {len(data.x_train):,} training images, validation '
-          f'{len(data.x_val):,}, MLP {"-".join(map(str, s.widths))}, Adam 1e-3, batch 32, '
-          f'{s.epochs} epochs, {seeds} seeds. Test accuracy % (mean ± std); Δ vs p=0 paired '
-          'by seed with 95% CI (* = excludes 0).',
+          'Test accuracy % (mean ± std); Δ vs p=0 paired by seed with 95% t-interval; '
+          'p: sign-flip p / Holm p over the rates of each rule (* = Holm p < 0.05).',
           common.markdown_table(
-              ['variant', 'early stop (val_loss) %', 'Δ pp (95% CI)', 'epoch kept',
-               'gap pp', 'early stop (val_accuracy) %', 'Δ pp (95% CI)', 'last epoch %',
-               'Δ pp (95% CI)'], body), fig_rates)
+              ['variant', 'early stop (val_loss) %', 'Δ pp (95% CI)', 'p / Holm p',
+               'epoch kept', 'gap pp', 'early stop (val_accuracy) %', 'Δ pp (95% CI)',
+               'p / Holm p', 'last epoch %', 'Δ pp (95% CI)', 'p / Holm p'], body),
+          fig_rates)
 
   def per_seed(rule: str, name: str) -> list[float]:
     return [next(r['test_accuracy'] for r in records[rule]
@@ -327,14 +358,23 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
 
   classic_minus_inverted = {rule: list(np.subtract(per_seed(rule, cla), per_seed(rule, inv)))
                             for rule in records}
-  rule_names = {'early_stop': 'ES on val_loss', 'early_stop_acc': 'ES on val_accuracy',
-                'last': f'last epoch ({s.epochs})'}
+  scaling_tests = {rule: common.paired_test(d) for rule, d in classic_minus_inverted.items()}
+  for t, p_adj in zip(scaling_tests.values(), common.stats.holm(
+      [t['p_value'] for t in scaling_tests.values()])):
+    t['p_adjusted'] = float(p_adj)
   out.add('## Inverted vs classic',
-          f'Classic minus inverted at p = {SCALING_RATE:g}, test accuracy pp per seed:',
+          f'Classic minus inverted at p = {SCALING_RATE:g}, test accuracy pp per seed; the '
+          'mean with its 95% t-interval, sign-flip p / Holm p over the three rules:',
           common.markdown_table(
-              ['rule'] + [f'seed {k}' for k in range(seeds)] + ['mean ± std'],
+              ['rule'] + [f'seed {k}' for k in range(seeds)] + ['mean [95% CI]', 'p / Holm p'],
               [[rule_names[rule]] + [f'{100 * d:+.2f}' for d in diffs]
-               + [common.pm(diffs)] for rule, diffs in classic_minus_inverted.items()]),
+               + [f"{100 * scaling_tests[rule]['mean']:+.2f} "
+                  f"[{100 * scaling_tests[rule]['low']:+.2f}, "
+                  f"{100 * scaling_tests[rule]['high']:+.2f}]",
+                  f"{scaling_tests[rule]['p_value']:.2g} / "
+                  f"{scaling_tests[rule]['p_adjusted']:.2g}"
+                  + (' *' if scaling_tests[rule]['p_adjusted'] < 0.05 else '')]
+               for rule, diffs in classic_minus_inverted.items()]),
           f'Expected activations (seed 0, {len(probe):,} test images, '
           f'{s.activation_masks} masks): relative difference |E_mask[training output] - '
           'inference output| / |inference output| per layer: '
@@ -344,6 +384,11 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
                       f'output at inference: inverted {st[inv]["mean_inference"]:.3f}, '
                       f'classic {st[cla]["mean_inference"]:.3f})'
                       for layer, st in act_stats.items()) + '.', fig_scaling)
+  mc_tests = {k: common.paired_test([m['mc'][-1][k] - m['deterministic'][k] for m in mc])
+              for k in ('accuracy', 'nll', 'ece')}
+  for t, p_adj in zip(mc_tests.values(),
+                      common.stats.holm([t['p_value'] for t in mc_tests.values()])):
+    t['p_adjusted'] = float(p_adj)
   mc_rows = []
   for t in sorted({1, 2, 5, 10, 20, s.mc_passes} & set(ts)):
     mc_rows.append([f'MC, T={t}'] + [common.pm([m['mc'][t - 1][k] for m in mc],
@@ -358,18 +403,21 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
           f'p = {SCALING_RATE:g}, the early-stopped weights of each seed, the whole test '
           'set; mean ± std over seeds.',
           common.markdown_table(['inference', 'test acc %', 'NLL (nats)', 'ECE %'], mc_rows),
-          f'T = {s.mc_passes} minus deterministic, per seed (mean ± std): accuracy '
-          + common.pm([m['mc'][-1]['accuracy'] - m['deterministic']['accuracy'] for m in mc])
-          + ' pp, NLL '
-          + common.pm([m['mc'][-1]['nll'] - m['deterministic']['nll'] for m in mc], scale=1,
-                      digits=4)
-          + ' nats, ECE '
-          + common.pm([m['mc'][-1]['ece'] - m['deterministic']['ece'] for m in mc]) + ' pp.',
+          f'T = {s.mc_passes} minus deterministic, paired by seed: '
+          + '; '.join(f"{label} {scale * t['mean']:+.{digits}f} [{scale * t['low']:+.{digits}f}, "
+                      f"{scale * t['high']:+.{digits}f}] {unit} (p {t['p_value']:.2g}, Holm "
+                      f"{t['p_adjusted']:.2g}{' *' if t['p_adjusted'] < 0.05 else ''})"
+                      for (label, scale, digits, unit), t in zip(
+                          (('accuracy', 100, 2, 'pp'), ('NLL', 1, 4, 'nats'),
+                           ('ECE', 100, 2, 'pp')), mc_tests.values()))
+          + '. (Holm over these three.)',
           fig_mc)
   out.results.update({
       'settings': dataclasses.asdict(s) | {'data': data.name, 'n_train': len(data.x_train),
                                            'seeds': seeds},
-      'summary': summaries, 'records': records,
+      'summary': summaries, 'records': records, 'tuned_summary': tuned_summaries,
+      'tuned_records': tuned_records, 'classic_minus_inverted_tests': scaling_tests,
+      'mc_dropout_tests': mc_tests,
       'curves': {n: [[r['val_loss'] for r in rows] for rows in t]
                  for n, t in trajectories.items()},
       'classic_minus_inverted': classic_minus_inverted, 'activations': act_stats,
@@ -383,4 +431,4 @@ if __name__ == '__main__':
   flags.DEFINE_list('widths', [], 'Hidden widths, e.g. 256,256 (default: 128).')
   flags.DEFINE_integer('epochs', 0, 'Epoch budget (0: the default, 50).', lower_bound=0)
   common.script_main(run, extra_args=lambda f: {
-      'widths': tuple(int(w) for w in f.widths), 'epochs': f.epochs}, default_seeds=3)
+      'widths': tuple(int(w) for w in f.widths), 'epochs': f.epochs}, default_seeds=8)

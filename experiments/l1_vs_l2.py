@@ -1,8 +1,8 @@
 r"""Experiment 3: L1 vs L2, proximal vs subgradient L1, and L1 as feature selection.
 
-  python -m experiments.l1_vs_l2 --out=/tmp/exp3 [--mnist_dir=DIR] [--seeds=3] [--smoke]
+  python -m experiments.l1_vs_l2 --out=/tmp/exp3 [--mnist_dir=DIR] [--seeds=8] [--smoke]
 
-MNIST, the first 10,000 images of the training split, MLP 128 (the notebook model
+MNIST, 10,000 images of the training split, MLP 128 (the notebook model
 without dropout), Adam 1e-3, batch 32, a fixed budget of 20 epochs (no early stopping,
 so that every method has the same number of steps to make weights sparse). Sweeps:
 
@@ -13,7 +13,12 @@ so that every method has the same number of steps to make weights sparse). Sweep
                                           gradient of loss + l1 * sum |w| (what autodiff
                                           of an L1 penalty gives), through Adam
 
-All runs share one compiled program (the strengths are state, not code). For each run:
+All runs share one compiled program (the strengths are state, not code). Seed k draws
+its own validation split and training subset (data.split_seed = k). The sweep table
+compares every strength with no regularization (paired by seed, Holm over the sweep);
+the headline table compares each method at the strength chosen PER SEED on validation
+accuracy (common.choose_per_seed; the test set never chooses) with no regularization
+(Holm over the three methods). For each run:
 the share of kernel weights exactly 0, the first-layer weights (784 x 128), and the
 input-importance map: the Euclidean norm of each input pixel's row of first-layer
 weights, as a 28 x 28 image; a pixel whose whole row is 0 is ignored by the network.
@@ -29,7 +34,6 @@ import numpy as np
 
 from experiments import common
 from regjax import report
-from regjax.data import load_dataset
 
 METHODS = {
     'l2': ('L2 (coupled penalty)', 'tab:blue'),
@@ -42,13 +46,15 @@ STRENGTHS = {
     'l1_prox': (3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
     'l1_subgradient': (1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
 }
-SMOKE_STRENGTHS = {'l2': (1e-2,), 'l1_prox': (3e-1,), 'l1_subgradient': (1e-3,)}
+SMOKE_STRENGTHS = {'l2': (1e-3, 1e-2), 'l1_prox': (3e-2, 3e-1),
+                   'l1_subgradient': (1e-4, 1e-3)}
 TRAIN_SIZE, EPOCHS = 10_000, 20
 # "Near zero": |w| at most one Adam step (the learning rate), the size of the oscillation
 # a subgradient method leaves around 0.
 NEAR_ZERO = 1e-3
-# The histograms and maps show, per method, the strongest strength whose mean test
-# accuracy is within this much of no regularization (the strongest "affordable" one).
+# The histograms and maps show, per method, the strongest strength whose mean
+# VALIDATION accuracy is within this much of no regularization's (the strongest
+# "affordable" one, chosen without the test set).
 SHOWCASE_TOLERANCE = 0.02
 
 
@@ -102,43 +108,64 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
   cfg = common.override(base, data__train_size=0 if smoke else TRAIN_SIZE,
                         train__epochs=4 if smoke else EPOCHS,
                         early_stopping__enabled=False, model__widths=(128,))
-  data = load_dataset(cfg.data)
+  datas = common.seed_splits(cfg, seeds)
+  data = datas[0]
   height, width = data.x_train.shape[1:3]
-  always_zero = np.all(data.x_train.reshape(len(data.x_train), -1) == 0, axis=0)
-  traj = common.Trajectory(cfg, data, include=('l1_prox', 'l1_subgradient'))
   strengths = SMOKE_STRENGTHS if smoke else STRENGTHS
 
   settings = [('none', 0.0)] + [(m, s) for m in METHODS for s in strengths[m]]
-  runs: dict[tuple[str, float], list[dict[str, Any]]] = {}
+  runs: dict[tuple[str, float], list[dict[str, Any]]] = {k: [] for k in settings}
+  by_setting: dict[tuple[str, float], list[dict[str, Any]]] = {k: [] for k in settings}
   weights: dict[tuple[str, float], np.ndarray] = {}
   records = []
-  for method, strength in settings:
-    runs[(method, strength)] = []
-    for seed in range(seeds):
+  for seed, seed_data in enumerate(datas):
+    # Pixels that are 0 in every training image of this seed's subset.
+    always_zero = np.all(seed_data.x_train.reshape(len(seed_data.x_train), -1) == 0, axis=0)
+    if seed == 0:
+      always_zero_0 = always_zero
+    traj = common.Trajectory(cfg, seed_data, include=('l1_prox', 'l1_subgradient'),
+                             penalties=('l2',))
+    for method, strength in settings:
       penalty = {'l2': strength if method == 'l2' else 0.0}
       opt = {'l1_prox': strength if method == 'l1_prox' else 0.0,
              'l1_subgradient': strength if method == 'l1_subgradient' else 0.0}
       rows, variables = traj.run(seed, penalty=penalty, optimizer_hparams=opt,
                                  eval_every=cfg.train.epochs)
       stats = _run_stats(rows, variables['params'], always_zero)
+      stats['val_accuracy'] = rows[-1]['val_accuracy']
       runs[(method, strength)].append(stats)
       if seed == 0:
         weights[(method, strength)] = _first_kernel(variables['params'])
       name = 'none' if method == 'none' else f'{method}={strength:g}'
-      records.append(common.record_at(rows, len(rows) - 1, name, seed))
-      log(f"{name} seed {seed}: test {100 * stats['test_accuracy']:.2f}%, zeros "
+      record = common.record_at(rows, len(rows) - 1, name, seed)
+      records.append(record)
+      by_setting[(method, strength)].append(dict(record, **{
+          k: stats[k] for k in ('first_near_zero_fraction', 'zero_rows_fraction')}))
+      log(f"{name} seed {seed}: test {100 * stats['test_accuracy']:.2f}%, val "
+          f"{100 * stats['val_accuracy']:.2f}%, zeros "
           f"{100 * stats['zero_fraction']:.1f}%, near-zero "
           f"{100 * stats['first_near_zero_fraction']:.1f}%, zero input rows "
           f"{100 * stats['zero_rows_fraction']:.1f}%")
+  always_zero = always_zero_0
   summary = report.summarize(records, baseline='none')
+  # The headline: each method at its strength chosen per seed on validation accuracy.
+  tuned_records = [r for r in records if r['variant'] == 'none']
+  for m in METHODS:
+    tuned_records += common.choose_per_seed(
+        {s: by_setting[(m, s)] for s in strengths[m]}, f'{m} (tuned)')
+  tuned_summary = report.summarize(tuned_records, baseline='none')
+  tuned = {m: [r for r in tuned_records if r['variant'] == f'{m} (tuned)'] for m in METHODS}
+  # Tuned L1-prox against tuned L2, paired by seed (a family of its own: one test).
+  prox_vs_l2 = common.paired_test([a['test_accuracy'] - b['test_accuracy']
+                                   for a, b in zip(tuned['l1_prox'], tuned['l2'])])
 
   def mean(method, strength, key):
     return float(np.mean([r[key] for r in runs[(method, strength)]]))
 
-  base_acc = mean('none', 0.0, 'test_accuracy')
+  base_val = mean('none', 0.0, 'val_accuracy')
   showcase = {}
   for m in METHODS:
-    ok = [s for s in strengths[m] if mean(m, s, 'test_accuracy') >= base_acc - SHOWCASE_TOLERANCE]
+    ok = [s for s in strengths[m] if mean(m, s, 'val_accuracy') >= base_val - SHOWCASE_TOLERANCE]
     showcase[m] = max(ok) if ok else min(strengths[m])
   shown = [('none', 0.0)] + [(m, showcase[m]) for m in METHODS]
   labels = {('none', 0.0): 'none'}
@@ -245,25 +272,54 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
     name = 'none' if m == 'none' else f'{METHODS[m][0]} {s:g}'
     row = next(r for r in summary if r['variant'] == ('none' if m == 'none' else f'{m}={s:g}'))
     table.append([name, common.pm([r['test_accuracy'] for r in rs]), common.diff_text(row),
+                  common.p_text(row),
                   common.pm([r['zero_fraction'] for r in rs], digits=2),
                   common.pm([r['first_near_zero_fraction'] for r in rs], digits=1),
                   common.pm([r['zero_rows_fraction'] for r in rs], digits=1),
                   _nan_pm([r['zeros_in_blank_rows'] for r in rs]),
                   common.pm([r['weight_l2'] for r in rs], scale=1.0)])
+  tuned_table = []
+  for row in tuned_summary:
+    rs = [r for r in tuned_records if r['variant'] == row['variant']]
+    tuned_table.append([
+        row['variant'], common.chosen_text(rs) if 'chosen' in rs[0] else '-',
+        common.pm([r['test_accuracy'] for r in rs]), common.diff_text(row),
+        common.p_text(row), common.pm([r['zero_fraction'] for r in rs], digits=2),
+        common.pm([r['first_near_zero_fraction'] for r in by_setting[('none', 0.0)]]
+                  if row['variant'] == 'none' else
+                  [r['first_near_zero_fraction'] for r in rs], digits=1),
+        common.pm([r['zero_rows_fraction'] for r in by_setting[('none', 0.0)]]
+                  if row['variant'] == 'none' else
+                  [r['zero_rows_fraction'] for r in rs], digits=1)])
   out.add(
       '## Setting',
-      f'{data.name}, {len(data.x_train):,} training images, MLP 128, Adam 1e-3, batch 32, '
-      f'{cfg.train.epochs} epochs, {seeds} seeds, final weights. Strength units: L2 is '
+      f'{data.name}, {len(data.x_train):,} training images (seed k: split seed k), MLP 128, '
+      f'Adam 1e-3, batch 32, {cfg.train.epochs} epochs, {seeds} seeds, final weights. '
+      'Strength units: L2 is '
       'lambda in loss + lambda/2 * sum w^2; L1-prox is lambda in the per-step threshold '
       'lr * lambda; L1-subgradient is lambda in loss + lambda * sum |w|. Only kernels are '
       'regularized (biases are not).',
-      '## Results',
+      '## Tuned: each method at the strength chosen per seed on validation accuracy',
+      'Chosen strength: median [min, max] over seeds. Δ vs none: paired by seed, 95% '
+      't-interval; p: sign-flip p / Holm p over the three methods (* = Holm p < 0.05).',
       common.markdown_table(
-          ['setting', 'test acc %', 'Δ vs none pp (95% CI)', 'kernels exactly 0 %',
+          ['method', 'chosen strength', 'test acc %', 'Δ vs none pp (95% CI)', 'p / Holm p',
+           'kernels exactly 0 %', 'first layer |w| <= 1e-3 %',
+           'input pixels with all-zero row %'], tuned_table),
+      f"Tuned L1-prox minus tuned L2, paired by seed: {100 * prox_vs_l2['mean']:+.2f} pp "
+      f"[{100 * prox_vs_l2['low']:+.2f}, {100 * prox_vs_l2['high']:+.2f}], sign-flip p "
+      f"{prox_vs_l2['p_value']:.2g}.",
+      '## Sweep',
+      'Every strength against none, paired by seed; p: sign-flip p / Holm p over all '
+      f'{len(table) - 1} strengths.',
+      common.markdown_table(
+          ['setting', 'test acc %', 'Δ vs none pp (95% CI)', 'p / Holm p',
+           'kernels exactly 0 %',
            'first layer |w| <= 1e-3 %', 'input pixels with all-zero row %',
            'first-layer zeros on always-blank pixels %', '‖w‖₂'],
           table),
-      f'{100 * always_zero.mean():.1f}% of the input pixels are 0 in every training image. '
+      f'{100 * always_zero.mean():.1f}% of the input pixels are 0 in every training image '
+      '(seed 0\'s subset; each seed counts its own). '
       + ' '.join(
           f'L1 proximal {st:g}: {common.pm([r["zero_rows_fraction"] for r in rs], digits=1)}% '
           'of the pixels have an all-zero row, of which '
@@ -271,7 +327,7 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
           'every training image.'
           for (m, st), rs in runs.items()
           if m == 'l1_prox' and all(r['zero_rows_fraction'] > 0 for r in rs)) + ' '
-      'Showcased strengths (figures): per method the strongest with mean test accuracy '
+      'Showcased strengths (figures): per method the strongest with mean validation accuracy '
       f'within {100 * SHOWCASE_TOLERANCE:.1f} pp of none (else the weakest): '
       + ', '.join(f'{METHODS[m][0]} {showcase[m]:g}' for m in METHODS) + '.',
       fig_sweep, fig_hist, fig_maps)
@@ -281,6 +337,8 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
                    'near_zero': NEAR_ZERO, 'strengths': strengths},
       'runs': [{'method': m, 'strength': s, 'seeds': rs} for (m, s), rs in runs.items()],
       'summary': summary, 'records': records, 'showcase': showcase,
+      'tuned_summary': tuned_summary, 'tuned_records': tuned_records,
+      'tuned_l1_prox_minus_l2': prox_vs_l2,
       'always_zero_pixels_fraction': float(always_zero.mean()),
       'importance_maps': {labels[k]: importance_map(weights[k], height, width)
                           for k in shown},
@@ -291,4 +349,4 @@ def run(out_dir: str, mnist_dir: str, smoke: bool, seeds: int,
 
 
 if __name__ == '__main__':
-  common.script_main(run, default_seeds=3)
+  common.script_main(run, default_seeds=8)

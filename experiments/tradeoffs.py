@@ -18,17 +18,21 @@ keeping a copy of its weights); 'none_no_val' drops the validation split to show
 that per-epoch evaluation itself costs.
 
 Part 2, sensitivity. Test accuracy against each regularizer's strength on a grid
-(mostly log-spaced), `--seeds` seeds per point, fixed epochs and no early stopping
-(except in the early-stopping row, whose knob is the patience). Summary per knob: the
-range of the mean test accuracy over the grid, and the width of the contiguous interval
-of grid points around the best whose mean is within 0.5 pp of it (in decades for
-log-spaced knobs, in rate units for the dropout rate).
+(mostly log-spaced), `--seeds` seeds per point (seed k on its own split, data.split_seed
+= k), fixed epochs and no early stopping (except in the early-stopping row, whose knob
+is the patience). Summary per knob: the range of the mean test accuracy over the grid;
+the grid point with the best mean VALIDATION accuracy and the width of the contiguous
+interval around it whose mean validation accuracy is within 0.5 pp of it (in decades
+for log-spaced knobs, in rate units for the dropout rate). The headline: each knob at
+the value chosen per seed on validation accuracy (the test set never chooses) against
+no regularizer, paired by seed, Holm over the knobs.
 
 Outputs in --out: results.json, tradeoffs_cost.png, tradeoffs_sensitivity.png, report.md.
 """
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 import time
 from typing import Any
@@ -110,10 +114,10 @@ def make_settings(smoke: bool, seeds: int) -> Settings:
   if smoke:
     return Settings(dataset='digits', cost_train_size=300, cost_widths=(16,), cost_epochs=3,
                     cost_rounds=1, cost_variants=('none', 'l2_penalty'), train_size=300,
-                    widths=(16,), epochs=2, knobs=(Knob('l2_penalty', 'penalty.l2', (1e-2,)),),
+                    widths=(16,), epochs=2, knobs=(Knob('l2_penalty', 'penalty.l2', (1e-3, 1e-1)),),
                     seeds=seeds)
   return Settings(dataset='mnist', cost_train_size=5000, cost_widths=(256, 256),
-                  cost_epochs=5, cost_rounds=max(seeds, 5),
+                  cost_epochs=5, cost_rounds=5,
                   cost_variants=tuple(COST_VARIANTS), train_size=2000,
                   widths=(256, 256), epochs=20, knobs=_full_knobs(), seeds=seeds)
 
@@ -183,7 +187,7 @@ def summarize_cost(rows: list[dict[str, Any]], variants: tuple[str, ...]
 
 def sensitivity_part(s: Settings, mnist_dir: str) -> list[dict[str, Any]]:
   """Trains every knob value (and the unregularized reference) for every seed."""
-  data = None
+  datas = None
   rows = []
   sweeps = [('none', '', 0.0, {})]
   for knob in s.knobs:
@@ -191,12 +195,14 @@ def sensitivity_part(s: Settings, mnist_dir: str) -> list[dict[str, Any]]:
       sweeps.append((knob.name, knob.field, v, {knob.field: v, **dict(knob.extra)}))
   for name, field, value, overrides in sweeps:
     config = make_config(s, mnist_dir, s.train_size, s.widths, s.epochs, overrides)
-    if data is None:
-      data = load_dataset(config.data)  # Every sweep point shares the data.
+    if datas is None:
+      # Seed k's split, shared by every sweep point of seed k.
+      datas = common.seed_splits(config, s.seeds)
     for seed in range(s.seeds):
-      record, _, _ = train.fit(config, data, seed)
+      record, _, _ = train.fit(config, datas[seed], seed)
       rows.append({'knob': name, 'field': field, 'value': value, 'seed': seed,
                    'test_accuracy': record['test_accuracy'],
+                   'val_accuracy': record['val_accuracy'],
                    'train_accuracy': record['train_accuracy'],
                    'epochs_run': record['epochs_run'],
                    'zero_fraction': record['zero_fraction'],
@@ -210,41 +216,67 @@ def _finite(v: Any) -> float:
 
 
 def summarize_knob(knob: Knob, rows: list[dict[str, Any]]) -> dict[str, Any]:
-  """Mean/sd test accuracy per grid value, the range and the within-0.5-pp width.
+  """Mean/sd test and validation accuracy per grid value, the range and the width.
 
+  The best point and the within-0.5-pp interval are found on the mean VALIDATION
+  accuracy (the test set chooses nothing); the range is that of the mean test accuracy.
   A diverged run counts as accuracy 0 (it is a failure of that setting).
   """
-  means, stds = [], []
+  means, stds, val_means = [], [], []
   for v in knob.values:
-    acc = [_finite(r['test_accuracy']) for r in rows
-           if r['knob'] == knob.name and r['value'] == v]
+    point = [r for r in rows if r['knob'] == knob.name and r['value'] == v]
+    acc = [_finite(r['test_accuracy']) for r in point]
     means.append(float(np.mean(acc)))
     stds.append(float(np.std(acc, ddof=1)) if len(acc) > 1 else None)
-  best = int(np.argmax(means))
+    val_means.append(float(np.mean([_finite(r['val_accuracy']) for r in point])))
+  best = int(np.argmax(val_means))
   lo = hi = best
-  while lo > 0 and means[lo - 1] >= means[best] - TOLERANCE:
+  while lo > 0 and val_means[lo - 1] >= val_means[best] - TOLERANCE:
     lo -= 1
-  while hi < len(means) - 1 and means[hi + 1] >= means[best] - TOLERANCE:
+  while hi < len(val_means) - 1 and val_means[hi + 1] >= val_means[best] - TOLERANCE:
     hi += 1
   a, b = knob.values[lo], knob.values[hi]
   width = math.log10(b / a) if knob.log else b - a
   return {
       'knob': knob.name, 'field': knob.field, 'values': list(knob.values),
       'log_grid': knob.log, 'test_acc_mean': means, 'test_acc_std': stds,
+      'val_acc_mean': val_means,
       'best_value': knob.values[best], 'best_mean': means[best],
-      'best_std': stds[best],
+      'best_std': stds[best], 'best_val_mean': val_means[best],
       'range': max(means) - min(means),
       'within_tolerance_from': a, 'within_tolerance_to': b,
       'within_tolerance_width': width,
       'width_unit': 'decades' if knob.log else 'rate',
-      'points_within_tolerance': sum(m >= means[best] - TOLERANCE for m in means),
+      'points_within_tolerance': sum(m >= val_means[best] - TOLERANCE for m in val_means),
   }
 
 
-def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 3
+def tuned_comparison(knobs: tuple[Knob, ...], rows: list[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+  """Each knob at its value chosen per seed on validation accuracy, against none.
+
+  Returns (summary rows of report.summarize, Holm over the knobs; the tuned records,
+  each with 'chosen').
+  """
+  def record(r, variant):
+    return {'variant': variant, 'seed': r['seed'], 'test_accuracy': r['test_accuracy'],
+            'val_accuracy': r['val_accuracy'], 'train_accuracy': r['train_accuracy'],
+            'diverged': r['diverged'], 'value': r['value']}
+
+  records = [record(r, 'none') for r in rows if r['knob'] == 'none']
+  seeds = sorted(r['seed'] for r in records)
+  for knob in knobs:
+    by_value = {v: [record(next(r for r in rows if r['knob'] == knob.name
+                                and r['value'] == v and r['seed'] == k), knob.name)
+                    for k in seeds] for v in knob.values}
+    records += common.choose_per_seed(by_value, knob.name)
+  return report.summarize(records, baseline='none'), records
+
+
+def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8
         ) -> dict[str, Any]:
   """Runs both parts, writes results.json, the figures and report.md into `out`."""
-  t_start = time.perf_counter()
+  t_start, c_start = time.perf_counter(), time.process_time()
   s = make_settings(smoke, seeds)
   cost_rows = cost_part(s, mnist_dir)
   t_cost = time.perf_counter() - t_start
@@ -259,8 +291,11 @@ def run(out: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 3
       'none_test_acc_std': float(np.std(none, ddof=1)) if len(none) > 1 else None,
       'sensitivity': [summarize_knob(k, sens_rows) for k in s.knobs],
       'cost_seconds': t_cost,
-      'runtime_seconds': time.perf_counter() - t_start,
   }
+  results['tuned_summary'], results['tuned_records'] = tuned_comparison(s.knobs, sens_rows)
+  results.update(runtime_seconds=time.perf_counter() - t_start,
+                 cpu_seconds=time.process_time() - c_start,
+                 load_average_5min=os.getloadavg()[1], machine=common.machine())
   out_dir = Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   report.atomic_write_json(str(out_dir / 'results.json'), results)
@@ -323,8 +358,10 @@ def plot_sensitivity(results: dict[str, Any], path: str) -> None:
     sd = 100 * np.array([v or 0.0 for v in k['test_acc_std']])
     ax.errorbar(k['values'], m, yerr=sd, marker='o', ms=4, capsize=3, lw=1.5)
     ax.axhline(none_m, color='gray', ls='--', lw=1, label='no regularizer')
-    ax.axhspan(100 * k['best_mean'] - 100 * TOLERANCE, 100 * k['best_mean'],
-               color='tab:green', alpha=0.15, lw=0, label='within 0.5 pp of best')
+    ax.plot(k['values'], 100 * np.array(k['val_acc_mean']), ls=':', marker='x', ms=4,
+            color='tab:purple', lw=1, label='validation (mean)')
+    ax.plot([k['best_value']], [100 * k['best_mean']], marker='*', ms=11, color='tab:red',
+            ls='none', label='best on validation')
     if k['log_grid']:
       ax.set_xscale('log')
       ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -355,10 +392,12 @@ def markdown(results: dict[str, Any]) -> str:
   """The report: both tables and the figures."""
   s = results['settings']
   lines = [
-      '# Tradeoffs: cost and sensitivity of each regularizer',
+      '# Experiment 7: tradeoffs, cost and sensitivity of each regularizer',
       '',
-      f"Runtime {results['runtime_seconds']:.0f} s (cost part "
-      f"{results['cost_seconds']:.0f} s).",
+      f"Runtime {results['runtime_seconds'] / 60:.1f} min wall clock "
+      f"({results['cpu_seconds'] / 60:.1f} min of CPU time; cost part "
+      f"{results['cost_seconds']:.0f} s wall) on {results['machine']}; 5-minute load "
+      f"average at the end {results['load_average_5min']:.1f}.",
       '',
       f"## Cost per epoch (MLP {list(s['cost_widths'])}, {s['cost_train_size']} "
       f"training examples, batch 32, {s['cost_rounds']} rounds x {s['cost_epochs']} "
@@ -381,13 +420,19 @@ def markdown(results: dict[str, Any]) -> str:
       'No regularizer: test accuracy '
       f"{_pm(results['none_test_acc_mean'], results['none_test_acc_std'], 100, '.2f')} %.",
       '',
-      '| knob | grid | test acc % per grid value (mean ± sd) | best | range pp | '
-      'within 0.5 pp of best |',
+      'Per grid value: test accuracy (mean ± sd) and, in brackets, the mean validation '
+      'accuracy. "Best on validation": the grid value with the highest mean validation '
+      'accuracy (its test accuracy); "within 0.5 pp": the contiguous grid interval around '
+      'it whose mean validation accuracy is within 0.5 pp; "range": max - min of the mean '
+      'test accuracy over the grid.',
+      '',
+      '| knob | grid | test acc % [val acc %] per grid value | best on validation | '
+      'range pp | within 0.5 pp of best (validation) |',
       '|---|---|---|---|---|---|',
   ]
   for k in results['sensitivity']:
-    accs = ', '.join(_pm(m, sd, 100, '.2f') for m, sd in
-                     zip(k['test_acc_mean'], k['test_acc_std']))
+    accs = ', '.join(f"{_pm(m, sd, 100, '.2f')} [{100 * v:.2f}]" for m, sd, v in
+                     zip(k['test_acc_mean'], k['test_acc_std'], k['val_acc_mean']))
     unit = 'decades' if k['log_grid'] else 'in rate'
     lines.append(
         f"| {k['knob']} | {', '.join(f'{v:g}' for v in k['values'])} | {accs} | "
@@ -395,6 +440,19 @@ def markdown(results: dict[str, Any]) -> str:
         f"{k['within_tolerance_from']:g}–{k['within_tolerance_to']:g} "
         f"({k['within_tolerance_width']:.2g} {unit}; {k['points_within_tolerance']}/"
         f"{len(k['values'])} points) |")
+  lines += ['', '## Tuned: each knob at the value chosen per seed on validation accuracy',
+            '',
+            'Test accuracy % (mean ± sd); Δ vs no regularizer paired by seed, 95% '
+            't-interval; p: sign-flip p / Holm p over the knobs (* = Holm p < 0.05); '
+            'chosen: median [min, max] over seeds.', '',
+            '| knob | chosen | test acc % | Δ vs none pp (95% CI) | p / Holm p |',
+            '|---|---|---|---|---|']
+  for row in results['tuned_summary']:
+    rs = [r for r in results['tuned_records'] if r['variant'] == row['variant']]
+    chosen = common.chosen_text(rs) if 'chosen' in rs[0] else '-'
+    lines.append(f"| {row['variant']} | {chosen} | "
+                 f"{_pm(row['test_acc_mean'], row['test_acc_std'], 100, '.2f')} | "
+                 f"{common.diff_text(row)} | {common.p_text(row)} |")
   lines += ['', f'![cost]({COST_FIGURE})', '', f'![sensitivity]({SENSITIVITY_FIGURE})', '']
   return '\n'.join(lines)
 
@@ -402,5 +460,5 @@ def markdown(results: dict[str, Any]) -> str:
 
 if __name__ == '__main__':
   common.script_main(
-      run, default_seeds=3, min_seeds=1,
-      seeds_help='Seeds per sensitivity point (timing: max(seeds, 5) rounds).')
+      run, default_seeds=8, min_seeds=1,
+      seeds_help='Seeds per sensitivity point (timing: 5 rounds).')

@@ -175,8 +175,16 @@ class EarlyStoppingTest(parameterized.TestCase):
     self.assertEqual(record['best_epoch'], es['kept_epoch'])
     self.assertAlmostEqual(record['test_accuracy'], rows[es['kept_epoch']]['test_accuracy'],
                            places=5)
-    np.testing.assert_allclose([h['val_loss'] for h in history],
-                               [r['val_loss'] for r in rows[:len(history)]], rtol=1e-5)
+    # The same program (no zero-strength terms added), so the same path to the last bit.
+    np.testing.assert_array_equal([h['val_loss'] for h in history],
+                                  [r['val_loss'] for r in rows[:len(history)]])
+
+  def test_trajectory_refuses_a_penalty_outside_its_program(self):
+    c = schema.default_config()
+    c.data.train_size, c.train.epochs, c.model.widths = 100, 1, (8,)
+    traj = common.Trajectory(c, load_dataset(c.data))
+    with self.assertRaisesRegex(ConfigError, 'penalties'):
+      traj.run(0, penalty={'l2': 1e-3})
 
   def test_patience_sweep_is_monotone_and_checked(self):
     _, r = smoke('early_stopping')

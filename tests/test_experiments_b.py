@@ -130,7 +130,7 @@ class HelpersTest(absltest.TestCase):
   def test_knob_summary_range_and_width_in_decades(self):
     knob = tradeoffs.Knob('l2', 'penalty.l2', (1e-4, 1e-3, 1e-2, 1e-1))
     means = {1e-4: 0.950, 1e-3: 0.958, 1e-2: 0.960, 1e-1: 0.900}
-    rows = [{'knob': 'l2', 'value': v, 'test_accuracy': m + d}
+    rows = [{'knob': 'l2', 'value': v, 'test_accuracy': m + d, 'val_accuracy': m}
             for v, m in means.items() for d in (-0.001, 0.001)]
     k = tradeoffs.summarize_knob(knob, rows)
     self.assertEqual(k['best_value'], 1e-2)
@@ -139,6 +139,28 @@ class HelpersTest(absltest.TestCase):
     self.assertAlmostEqual(k['within_tolerance_width'], 1.0)
     self.assertEqual(k['points_within_tolerance'], 2)
     self.assertAlmostEqual(k['test_acc_std'][0], math.sqrt(2) * 0.001)
+
+  def test_knob_best_is_chosen_on_validation_not_test(self):
+    knob = tradeoffs.Knob('l2', 'penalty.l2', (1e-3, 1e-2))
+    # Test prefers 1e-2, validation prefers 1e-3: the summary follows validation.
+    rows = [{'knob': 'l2', 'value': 1e-3, 'test_accuracy': 0.90, 'val_accuracy': 0.95},
+            {'knob': 'l2', 'value': 1e-2, 'test_accuracy': 0.99, 'val_accuracy': 0.93}]
+    k = tradeoffs.summarize_knob(knob, rows)
+    self.assertEqual(k['best_value'], 1e-3)
+    self.assertAlmostEqual(k['best_mean'], 0.90)
+
+  def test_tuned_knob_chooses_per_seed_on_validation(self):
+    knob = tradeoffs.Knob('l2', 'penalty.l2', (1e-3, 1e-2))
+    rows = []
+    for seed, (val_a, val_b) in enumerate(((0.95, 0.93), (0.91, 0.94))):
+      base = {'train_accuracy': 1.0, 'diverged': False, 'seed': seed}
+      rows += [dict(base, knob='none', value=0.0, test_accuracy=0.90, val_accuracy=0.9),
+               dict(base, knob='l2', value=1e-3, test_accuracy=0.92, val_accuracy=val_a),
+               dict(base, knob='l2', value=1e-2, test_accuracy=0.99, val_accuracy=val_b)]
+    summary, records = tradeoffs.tuned_comparison((knob,), rows)
+    tuned = [r for r in records if r['variant'] == 'l2']
+    self.assertEqual([r['chosen'] for r in tuned], [1e-3, 1e-2])
+    self.assertAlmostEqual(summary[1]['diff_mean'], ((0.92 - 0.90) + (0.99 - 0.90)) / 2)
 
   def test_cost_ratio_is_paired_by_round(self):
     rows = [{'round': 0, 'variant': 'none', 'seconds': 1.0, 'compile_seconds': 2.0},
@@ -213,7 +235,10 @@ class SmokeTest(absltest.TestCase):
     self.assertEqual(none['ratio_median'], 1.0)
     self.assertGreater(none['compile_mean'], 0.0)
     self.assertLen(res['sensitivity'], 1)
-    self.assertLen(res['sensitivity_runs'], 2)  # none + 1 grid point, 1 seed.
+    self.assertLen(res['sensitivity_runs'], 3)  # none + 2 grid points, 1 seed.
+    self.assertLen(res['tuned_summary'], 2)  # none and the tuned knob.
+    self.assertIn(res['tuned_records'][-1]['chosen'], (1e-3, 1e-1))
+    self.assertGreater(res['cpu_seconds'], 0.0)
 
   def test_memorization(self):
     memorization.run(str(self.out), smoke=True, seeds=1)
