@@ -4,8 +4,8 @@ r"""Experiment 4: dropout rate sweep, inverted vs classic scaling, Monte Carlo d
 
 The regime where experiment 1 found that dropout matters: MNIST with only 5,000
 training images (seed k: its own split, data.split_seed = k), the notebook's MLP 128, Adam 1e-3, batch 32, 50 epochs (a
-two-layer MLP 256-256 on the same data showed no effect of any rate, see
-experiments/README.md). Early stopping (patience 10, restore best) on val_loss and,
+two-layer MLP 256-256 on the same data did not resolve any rate's effect from noise in
+an earlier 3-seed run, see experiments/README.md). Early stopping (patience 10, restore best) on val_loss and,
 separately, on val_accuracy is read off each full trajectory, as is the last epoch.
 
 1. Rate sweep: dropout after each hidden layer at p = 0, 0.1, 0.2, 0.3, 0.5, 0.7;

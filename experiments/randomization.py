@@ -1,4 +1,4 @@
-r"""Experiment 10: Zhang et al. (2017), the rest -- random pixels and shuffled pixels.
+r"""Experiment 13: Zhang et al. (2017), the rest -- random pixels and shuffled pixels.
 
   python -m experiments.randomization --out=/tmp/randomization [--mnist_dir=DIR] \
       [--seeds=3] [--smoke]
@@ -207,7 +207,7 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 3,
   if seeds < 1:
     raise ConfigError('seeds', seeds, 'must be >= 1')
   s = make_settings(smoke)
-  out = common.Outputs(out_dir, 'Experiment 10: random pixels, shuffled pixels, random '
+  out = common.Outputs(out_dir, 'Experiment 13: random pixels, shuffled pixels, random '
                        'labels (Zhang et al. 2017)')
   datasets = arm_datasets(make_config(s, mnist_dir, ()))
   runs = []

@@ -1,4 +1,4 @@
-r"""Experiment 9: dropout as Srivastava et al. (2014) used it, and what dropped units do.
+r"""Experiment 12: dropout as Srivastava et al. (2014) used it, and what dropped units do.
 
   python -m experiments.srivastava --out=/tmp/srivastava [--mnist_dir=DIR] [--seeds=8] \
       [--smoke]
@@ -368,7 +368,7 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8,
   if seeds < 2:
     raise ValueError('seeds must be >= 2')
   sweep_seeds = min(s.sweep_seeds, seeds)
-  out = common.Outputs(out_dir, 'Experiment 9: dropout as Srivastava et al. (2014) used it')
+  out = common.Outputs(out_dir, 'Experiment 12: dropout as Srivastava et al. (2014) used it')
   base = common.base_config(smoke, mnist_dir)
   base = common.override(base, data__validation_fraction=s.validation_fraction,
                          data__train_size=0)

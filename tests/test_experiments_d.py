@@ -1,4 +1,4 @@
-"""Tests of experiments 9 and 10 (srivastava.py, randomization.py): their measurement
+"""Tests of experiments 12 and 13 (srivastava.py, randomization.py): their measurement
 helpers on hand-made data, and each script's --smoke run end to end (digits)."""
 
 import json
