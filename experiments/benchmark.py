@@ -3,12 +3,12 @@ PyTorch eager, the matmul roof, a vmapped sweep vs sequential runs, first compil
 memory, and what dropout and checkpoints add; all in one run.
 
   python -m experiments.benchmark --mnist_dir=../shared/data/mnist --out=/tmp/bench \
-      --keras_python=/work/peers-venv/bin/python --torch_python=/work/peers-venv/bin/python
+      --keras_python=../peers-venv/bin/python --torch_python=../peers-venv/bin/python
   python -m experiments.benchmark --smoke --out=/tmp/bench-smoke   # minutes, digits
   bash experiments/gpu_benchmark.sh MNIST_DIR OUT     # on a GPU machine, see that file
 
 The peers' Python is any virtualenv outside the repository with keras 3 (and jax) and
-torch, e.g. `python -m venv /work/peers-venv && /work/peers-venv/bin/pip install keras
+torch, e.g. `python -m venv ../peers-venv && ../peers-venv/bin/pip install keras
 jax torch` (a CPU wheel of torch will do).
 
 What it measures (all on this machine, in this run):
