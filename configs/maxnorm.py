@@ -6,7 +6,11 @@ Each variant has 6 grid points and each of 8 replicates reports the point best o
 validation (val_loss): the baseline tunes Adam's learning rate; max-norm tunes c
 (optimizer.max_norm: 0 = off, 0.5 .. 4); dropout with max-norm tunes the rate (0.2, 0.5)
 x c (0, 1, 3) together (Srivastava et al. 2014 use both).
-Shows (measured): see README.md, "Results".
+Shows (measured, 8 replicates, 2-core CPU, 6.0 min): neither row is resolved from the
+tuned baseline. Baseline 91.83 ± 3.45 % test accuracy; max-norm 93.39 ± 1.85 (Δ +1.56
+pp, 95% CI [-1.70, +4.82], Holm p=0.34; chosen c 0.5 [0, 2]); dropout with max-norm
+93.86 ± 1.19 (Δ +2.03 pp, [-0.37, +4.43], Holm p=0.22; chosen rate 0.5, c 0 [0, 3]:
+validation mostly turns max-norm off once dropout is on). Full table: README.md, "Results".
 Options: :smoke, :dataset=NAME, :data_dir=DIR, :seeds=N.
 """
 
