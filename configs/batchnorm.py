@@ -6,7 +6,12 @@ Every variant tunes the learning rate over 7 grid points and each of 8 replicate
 reports the point best on validation (val_loss): Adam (3e-4 .. 1e-2) and plain SGD
 (0.01 .. 1), each without and with BatchNorm after every hidden Dense layer. BatchNorm
 is said to allow larger learning rates; tuning each on its own grid lets it use them.
-Shows (measured): see README.md, "Results".
+Shows (measured, 8 replicates, 2-core CPU, about 8 min): no row is resolved from Adam
+without BN (92.72 ± 2.05 % test accuracy): Adam with BN 91.50 ± 2.22 (Δ -1.22 pp, 95% CI
+[-3.11, +0.66], Holm p=0.68; it stops sooner, best epoch 3.5 vs 10.9), SGD 91.42 ± 3.26
+(-1.31 pp, Holm p=0.68), SGD with BN 91.67 ± 2.88 (-1.06 pp, Holm p=0.68). Validation
+did not pick larger rates with BN here: SGD chose 0.46 [0.46, 1] without it and 0.046
+[0.01, 0.46] with it. Full table: README.md, "Results".
 Options: :smoke, :dataset=NAME, :data_dir=DIR, :seeds=N.
 """
 

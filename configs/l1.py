@@ -9,7 +9,12 @@ the same gradient added inside the chain) tune over 0 and 6 log-spaced strengths
 (1e-6 .. 1e-2); the proximal step (optimizer.l1_prox: soft-threshold by lr * l1_prox
 after each Adam step, the only one that makes exact zeros) over 0 and 6 log-spaced
 strengths (1e-3 .. 3).
-Shows (measured): see README.md, "Results".
+Shows (measured, 8 replicates, 2-core CPU, about 9 min): no tuned L1 form is resolved
+from the tuned baseline. Baseline 92.72 ± 2.05 % test accuracy; penalty 93.25 ± 1.81 (Δ
++0.53 pp, 95% CI [-2.52, +3.58], Holm p=1; chosen penalty.l1 4e-5 [0, 2.5e-4]); the
+subgradient transform gives the same numbers as the penalty under Adam; proximal L1
+92.22 ± 3.46 (Δ -0.50 pp, [-4.45, +3.45], Holm p=1; chosen 5e-4 [0, 0.12]) and the only
+exact zeros (6.1% of the weights at the chosen strengths). Full table: README.md, "Results".
 Options: :smoke, :dataset=NAME, :data_dir=DIR, :seeds=N.
 """
 
