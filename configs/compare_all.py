@@ -6,7 +6,12 @@ Each variant tunes one field over 5 grid points (the baseline and BatchNorm the 
 rate; the others their strength, with 0 = off in the grid) and each of 10 replicates
 reports the point best on validation (val_loss). With 7 rows against the baseline, Holm
 needs the sign-flip test's smallest p, 2/2^10, to stay under 0.05/7: hence 10 replicates.
-Shows (measured): see README.md, "Results".
+Shows (measured, 10 replicates, 2-core CPU, about 13 min): no row is resolved after
+Holm over 7 rows. Baseline 91.64 ± 2.95 % test accuracy; the largest gains are stopping
+on val_accuracy +2.93 pp (95% CI [+0.93, +4.94], p=0.0078, Holm p=0.055), max-norm +1.93
+([-0.33, +4.20], Holm p=0.47) and dropout +1.71 ([-0.56, +3.98], Holm p=0.62); decay
++1.58, L1-prox +1.09 (13.5% exact zeros), batch norm +0.56 and L2 -0.11 pp, all Holm p=1.
+Full table: README.md, "Results".
 Options: :smoke, :dataset=NAME, :data_dir=DIR, :seeds=N.
 """
 
