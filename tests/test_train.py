@@ -212,6 +212,25 @@ class KeysAndOrderTest(absltest.TestCase):
                                     lane(run, 0).train.params['Dense_0']['kernel']))
 
 
+class CompiledProgramSharedTest(absltest.TestCase):
+
+  def test_equal_groups_traced_first_compile_once(self):
+    # experiment.run traces every group before the first trains; an equal later group
+    # must then take the program the first compiled, not compile its own copy (each
+    # copy's machine code stays mapped: ~190 copies exhausted a process's memory maps).
+    config = small_config(**{'train.epochs': 1, 'model.widths': (17,)})  # A fresh program.
+    groups = [train.RunGroup([train.Run(config, seed, digits())]) for seed in (0, 1, 2)]
+    for g in groups:
+      g.trace()
+    with mock.patch.object(jax.stages.Lowered, 'compile', autospec=True,
+                           side_effect=jax.stages.Lowered.compile) as compile_spy:
+      for g in groups:
+        g.fit()
+    self.assertEqual(compile_spy.call_count, 1)
+    self.assertIs(groups[1]._compiled[1], groups[0]._compiled[1])
+    self.assertIs(groups[2]._compiled[1], groups[0]._compiled[1])
+
+
 class FitTest(absltest.TestCase):
 
   def test_fit_learns_and_reports_every_metric(self):
