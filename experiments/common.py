@@ -359,6 +359,28 @@ def holm_over(rows: Sequence[dict[str, Any]], alpha: float = 0.05) -> None:
     r.update(p_adjusted=float(p), significant=bool(p < alpha))
 
 
+def paired_rows(named: Sequence[tuple[str, Sequence[float]]], alpha: float = 0.05
+                ) -> list[dict[str, Any]]:
+  """Paired differences per row: mean, 95% t-interval, sign-flip p, Holm over the rows.
+
+  named: (name, per-seed differences). A row is 'significant' when its Holm-adjusted p
+  is below alpha; 'min_p' is the smallest p its number of pairs can give.
+  """
+  rows = []
+  for name, diffs in named:
+    d = np.asarray(diffs, np.float64)
+    mean, low, high = stats.t_interval(d)
+    rows.append({'name': name, 'diffs': d.tolist(), 'n': len(d), 'mean': mean,
+                 'ci_low': low, 'ci_high': high,
+                 'p_value': stats.sign_flip_test(d) if len(d) >= 2 else math.nan,
+                 'min_p': stats.min_attainable_p(len(d)) if len(d) >= 2 else math.nan})
+  adjusted = stats.holm([r['p_value'] for r in rows])
+  for r, p in zip(rows, adjusted):
+    r['p_adjusted'] = float(p)
+    r['significant'] = bool(math.isfinite(p) and p < alpha)
+  return rows
+
+
 def p_text(row: Mapping[str, Any]) -> str:
   """'0.0078 / 0.031 *': sign-flip p / Holm-adjusted p of a summary row ('*' when
   the adjusted p is below 0.05); '' for the baseline."""

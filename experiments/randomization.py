@@ -45,7 +45,6 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from regjax import stats
 from regjax import train
 from regjax.data import Dataset, load_source, split
 from regjax.errors import ConfigError
@@ -56,7 +55,6 @@ RATIO_FIGURE = 'randomization_ratios.png'
 FIT_THRESHOLD = 0.99  # Inference-mode training accuracy that counts as "fitted".
 PIXEL_SEED = 1234     # The permutation of shuffled pixels, and the noise of random pixels.
 ARMS = ('true labels', 'random labels', 'shuffled pixels', 'random pixels')
-ALPHA = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,21 +184,6 @@ def ratio(arm: dict[str, Any], base: dict[str, Any], epochs: int) -> dict[str, A
           or base['epochs_to_fit'] is None}
 
 
-def paired_rows(named: Sequence[tuple[str, Sequence[float]]]) -> list[dict[str, Any]]:
-  """Per row: mean and 95% t-interval of per-seed values, sign-flip p, Holm over rows."""
-  rows = []
-  for name, values in named:
-    d = np.asarray(values, np.float64)
-    mean, low, high = stats.t_interval(d)
-    rows.append({'name': name, 'values': d.tolist(), 'n': len(d), 'mean': mean,
-                 'ci_low': low, 'ci_high': high,
-                 'p_value': stats.sign_flip_test(d) if len(d) >= 2 else math.nan})
-  for r, p in zip(rows, stats.holm([r['p_value'] for r in rows])):
-    r['p_adjusted'] = float(p)
-    r['significant'] = bool(math.isfinite(p) and p < ALPHA)
-  return rows
-
-
 def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 3,
         log: Callable[[str], None] = common.log) -> dict[str, Any]:
   """Trains every (arm, regularizer, seed); writes results.json, report.md, figures."""
@@ -228,11 +211,11 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 3,
     r.update({f'{k}_vs_none': v for k, v in
               ratio(r, get(r['arm'], 'none', r['seed']), s.epochs).items()})
   regs = [name for name, _ in s.regularizers]
-  slower = {reg: paired_rows([
+  slower = {reg: common.paired_rows([
       (f'{arm} ({reg}) fit slower than true labels',
        [math.log(get(arm, reg, k)['ratio']) for k in range(seeds)])
       for arm in ARMS[1:]]) for reg in regs}
-  pixels_vs_labels = paired_rows([
+  pixels_vs_labels = common.paired_rows([
       (f'random pixels ({reg}) fit faster than random labels',
        [math.log(get('random labels', reg, k)['epochs_to_fit'] or s.epochs + 1)
         - math.log(get('random pixels', reg, k)['epochs_to_fit'] or s.epochs + 1)
@@ -257,7 +240,7 @@ def _verdict(row: dict[str, Any]) -> str:
   """'holds' / 'does not hold' when Holm-significant, else 'not resolved (...)'."""
   if row['significant']:
     return 'holds' if row['mean'] > 0 else 'does not hold'
-  values = row['values']
+  values = row['diffs']
   if all(v > 0 for v in values):
     note = 'every seed in the claimed direction'
   elif all(v < 0 for v in values):
@@ -364,11 +347,11 @@ def write_outputs(out: common.Outputs, s: Settings, seeds: int, datasets, runs, 
                      'not resolved (some seeds)'])
   for reg in regs:
     for row in slower[reg]:
-      claims.append([row['name'], 'log ratio ' + ', '.join(f'{v:+.2f}' for v in row['values']),
+      claims.append([row['name'], 'log ratio ' + ', '.join(f'{v:+.2f}' for v in row['diffs']),
                      _verdict(row)])
   for row in pixels_vs_labels:
     claims.append([row['name'], 'log(labels / pixels) ' + ', '.join(
-        f'{v:+.2f}' for v in row['values']), _verdict(row)])
+        f'{v:+.2f}' for v in row['diffs']), _verdict(row)])
   out.add('## Claims',
           'Observations ("are fit") count seeds; comparisons use the exact sign-flip test '
           f'of the per-seed log ratios, Holm over the three arms of each regularizer (and '

@@ -54,7 +54,6 @@ import optax
 from experiments import common
 from regjax import models
 from regjax import report
-from regjax import stats
 from regjax import train
 from regjax import trainer as trainer_lib
 from regjax import tuning
@@ -199,27 +198,6 @@ def hidden_unit_norms(params: Mapping[str, Any], layers: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def paired_rows(named: Sequence[tuple[str, Sequence[float]]]) -> list[dict[str, Any]]:
-  """Paired differences per row: mean, 95% t-interval, sign-flip p, Holm over the rows.
-
-  named: (name, per-seed differences). A row is 'significant' when its Holm-adjusted p
-  is below ALPHA.
-  """
-  rows = []
-  for name, diffs in named:
-    d = np.asarray(diffs, np.float64)
-    mean, low, high = stats.t_interval(d)
-    rows.append({'name': name, 'diffs': d.tolist(), 'n': len(d), 'mean': mean,
-                 'ci_low': low, 'ci_high': high,
-                 'p_value': stats.sign_flip_test(d) if len(d) >= 2 else math.nan,
-                 'min_p': stats.min_attainable_p(len(d)) if len(d) >= 2 else math.nan})
-  adjusted = stats.holm([r['p_value'] for r in rows])
-  for r, p in zip(rows, adjusted):
-    r['p_adjusted'] = float(p)
-    r['significant'] = bool(math.isfinite(p) and p < ALPHA)
-  return rows
 
 
 def verdict(mean: float, significant: bool) -> str:
@@ -423,7 +401,7 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8,
                     % (p_low, round(s.kept_units / p_low), n_fixed),
                     acc(sweep['fixed pn'][p_low], 'test_accuracy')
                     - acc(sweep['fixed n'][p_low], 'test_accuracy')))
-  b_rows = paired_rows(b_named)
+  b_rows = common.paired_rows(b_named)
   best_p = {curve: max(s.keep_probs, key=lambda p: (np.mean(acc(pts[p], 'val_accuracy')), -p))
             for curve, pts in sweep.items()}
 
@@ -451,9 +429,9 @@ def run(out_dir: str, mnist_dir: str = '', smoke: bool = False, seeds: int = 8,
                         'test_no_dropout': base[jb]['test_accuracy']})
   gain = lambda size: np.array([r['test_chosen'] - r['test_no_dropout']
                                 for r in size_rows if r['size'] == size])
-  c_rows = paired_rows([(f'n = {size}: tuned dropout beats no dropout', gain(size))
+  c_rows = common.paired_rows([(f'n = {size}: tuned dropout beats no dropout', gain(size))
                         for size in s.sizes])
-  scarce = paired_rows([(f'gain at n = {s.sizes[0]} exceeds gain at n = {s.sizes[-1]}',
+  scarce = common.paired_rows([(f'gain at n = {s.sizes[0]} exceeds gain at n = {s.sizes[-1]}',
                          gain(s.sizes[0]) - gain(s.sizes[-1]))])[0]
 
   # D. Dropped units' weight updates.

@@ -65,7 +65,7 @@ class SrivastavaHelpersTest(absltest.TestCase):
     self.assertAlmostEqual(float(np.mean(masks[0])), 0.25, delta=0.02)
 
   def test_paired_rows_holm_and_floor(self):
-    rows = srivastava.paired_rows([('a', [0.01] * 8), ('b', [0.01, -0.01] * 4)])
+    rows = common.paired_rows([('a', [0.01] * 8), ('b', [0.01, -0.01] * 4)])
     self.assertAlmostEqual(rows[0]['p_value'], 2 / 2**8)
     self.assertAlmostEqual(rows[0]['p_adjusted'], 2 * 2 / 2**8)  # Holm, m = 2.
     self.assertTrue(rows[0]['significant'])
@@ -73,7 +73,7 @@ class SrivastavaHelpersTest(absltest.TestCase):
     self.assertFalse(rows[1]['significant'])
     self.assertEqual(srivastava.verdict(rows[0]['mean'], rows[0]['significant']), 'holds')
     self.assertEqual(srivastava.verdict(-0.01, True), 'does not hold')
-    three = srivastava.paired_rows([('c', [0.02, 0.03, 0.01])])[0]
+    three = common.paired_rows([('c', [0.02, 0.03, 0.01])])[0]
     self.assertEqual(three['p_value'], 0.25)  # 3 seeds: p never below 2/8.
     self.assertEqual(srivastava.verdict(three['mean'], three['significant']), 'not resolved')
 
