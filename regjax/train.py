@@ -206,12 +206,20 @@ class RunGroup:
 
   def _epoch_fn(self, lanes: int):
     """The epoch of a program with `lanes` lanes (compiled on first use)."""
-    if lanes in self._compiled:
-      return self._compiled[lanes]
+    local = self._compiled.get(lanes)
+    if isinstance(local, jax.stages.Compiled):
+      return local
+    # An equal group may have compiled it since this one was traced (`trace` leaves the
+    # jitted, uncompiled epoch here). Without this look-up every group compiled its own
+    # copy, each copy's machine code stayed mapped, and a comparison of ~190 runs ran
+    # out of memory maps (LLVM "Cannot allocate memory") on a 2-core CPU.
     cached = _COMPILED.get(self._program_key(lanes)) if self._reuse else None
     if cached is not None:
       self._compiled[lanes] = cached
+      self._lowered.pop(lanes, None)
       return cached
+    if local is not None:
+      return local
     place = self._placement(lanes)
     prog = self.program.with_batch_sharding(place.batch_sharding())
     treedef, varies = self._data_def, self._data_varies
@@ -296,15 +304,6 @@ class RunGroup:
     fn = self._epoch_fn(lanes)
     if isinstance(fn, jax.stages.Compiled):
       return fn
-    # `trace` left this group's jitted (uncompiled) epoch in self._compiled; an equal
-    # group may have compiled it since. Without this look-up every group compiled its
-    # own copy, and each copy's machine code stayed mapped: a comparison of ~190 runs
-    # ran out of memory maps (LLVM "Cannot allocate memory") on a 2-core CPU.
-    cached = _COMPILED.get(self._program_key(lanes)) if self._reuse else None
-    if cached is not None:
-      self._compiled[lanes] = cached
-      self._lowered.pop(lanes, None)
-      return cached
     lowered = self._lower(lanes, run, placed)
     # Ahead of time, so that compile seconds and per-epoch seconds are measured apart.
     t0 = time.perf_counter()
